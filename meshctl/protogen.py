@@ -26,7 +26,7 @@ VALIDATE_PROTO = "buf/validate/validate.proto"
 
 def _third_party_descriptor_set() -> bytes:
     """A FileDescriptorSet holding buf/validate/validate.proto and the files it imports."""
-    import protovalidate._gen.buf.validate.validate_pb as validate_pb  # type: ignore[import-untyped]
+    import protovalidate._gen.buf.validate.validate_pb as validate_pb
     from google.protobuf import (
         descriptor_pb2,
         duration_pb2,

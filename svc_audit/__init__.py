@@ -1,0 +1,1 @@
+"""The audit service of the HVAC control mesh."""

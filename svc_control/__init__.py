@@ -1,0 +1,1 @@
+"""The control service of the HVAC control mesh."""

@@ -1,0 +1,1 @@
+"""The optimizer service of the HVAC control mesh."""

