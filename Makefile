@@ -42,7 +42,7 @@ demo: setup
 	$(PY) -m meshctl demo
 
 bench: setup
-	$(PY) -m meshctl bench
+	$(PY) -m bench
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

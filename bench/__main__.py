@@ -1,0 +1,16 @@
+"""``python -m bench``: run every benchmark in turn."""
+
+from __future__ import annotations
+
+from bench import serve
+
+
+def main() -> int:
+    failures = 0
+    for module in (serve,):
+        failures += module.main()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
