@@ -48,14 +48,15 @@ def _field_violation(proto: Any, root: Any) -> FieldViolation:
 
 
 def _subscript(element: Any) -> str:
-    for key in ("index", "uint_key", "int_key", "bool_key"):
-        value = getattr(element, key, None)
-        if value is not None:
-            return f"[{str(value).lower() if key == 'bool_key' else value}]"
-    string_key = getattr(element, "string_key", None)
-    if string_key is not None:
-        return f'["{string_key}"]'
-    return ""
+    """``[3]`` for a list index, ``["key"]`` for a map key, ``""`` for a plain field."""
+    subscript = getattr(element, "subscript", None)
+    if subscript is None:
+        return ""
+    if subscript.field == "string_key":
+        return f'["{subscript.value}"]'
+    if subscript.field == "bool_key":
+        return f"[{str(subscript.value).lower()}]"
+    return f"[{subscript.value}]"
 
 
 async def _check(message: Message, context: grpc.aio.ServicerContext) -> None:

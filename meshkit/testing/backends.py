@@ -184,7 +184,7 @@ def _quote_ident(name: str) -> str:
 
 def _redact_url(url: str) -> str:
     parts = urlsplit(url)
-    if parts.password is None:
+    if not parts.password:
         return url
     netloc = parts.netloc.rpartition("@")
     user = (parts.username or "") + ":***"
@@ -228,7 +228,8 @@ def _is_ours(pid: int, marker: str) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
-        return Path("/proc/self").exists() is False  # no procfs: cannot tell, assume ours
+        # Either it just exited or there is no procfs; without procfs, assume ours.
+        return process_is_alive(pid) and not Path("/proc/self").exists()
     except OSError:
         return False
     return marker.encode() in cmdline
@@ -311,9 +312,9 @@ class PostgresServer:
             with warnings.catch_warnings():
                 # platformdirs warns when XDG_RUNTIME_DIR is unset (pgserver's lock dir).
                 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-                import pgserver
+                from pgserver.postgres_server import get_server
 
-            handle = pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+            handle = get_server(root / "pgdata", cleanup_mode="delete")
             info = handle.get_postmaster_info()
             embedded = _EmbeddedPostgres(handle, root, int(info.pid), info.socket_dir)
         except BaseException:

@@ -116,10 +116,10 @@ async def test_an_invalid_request_is_rejected_with_field_violations_before_the_s
     bad, localized = _details(caught.value)
     fields = sorted((v.field, v.reason) for v in bad.field_violations)
     assert fields == [
-        ("", "comfort_band.lower_below_upper"),
         ("lower_c", "double.gte_lte"),
         ("upper_c", "double.finite"),
         ("upper_c", "double.gte_lte"),
+        ("upper_c", "upper_c.above_lower_c"),
     ]
     assert localized.locale == "en-US" and "lower_c" in localized.message
     assert servicer.calls == 0
@@ -136,7 +136,7 @@ async def test_an_invalid_message_in_a_client_stream_ends_the_call(running: Any)
         await _call(channel, "Sum", "stream_unary")(bands())
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     bad, _ = _details(caught.value)
-    assert [v.reason for v in bad.field_violations] == ["comfort_band.lower_below_upper"]
+    assert [v.reason for v in bad.field_violations] == ["upper_c.above_lower_c"]
     assert servicer.calls == 1
 
 

@@ -1,0 +1,159 @@
+"""Invalid requests to the real services get INVALID_ARGUMENT with the right field paths.
+
+The servicers answer UNIMPLEMENTED for every valid request, so an INVALID_ARGUMENT answer shows
+that validation ran, and decided, before any servicer code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from hvac.common.v1 import common_pb2
+from hvac.optimizer.v1 import optimizer_service_pb2 as opt
+from hvac.optimizer.v1 import optimizer_service_pb2_grpc as opt_grpc
+from hvac.optimizer.v1 import schedule_problem_pb2 as sp
+
+from meshkit import RunningServer, ServerConfig, serve
+from svc_optimizer.service import services as optimizer_services
+
+
+def _zone(zone_id: str, steps: int) -> sp.ZoneProblem:
+    return sp.ZoneProblem(
+        zone_id=zone_id,
+        a=0.9,
+        b_c_per_kw=0.5,
+        c=0.1,
+        initial_temperature_c=20,
+        comfort=[common_pb2.ComfortBand(lower_c=20, upper_c=24)] * steps,
+        gain_c=[0.1] * steps,
+        power_levels_kw=[0, 1, 2, 3],
+        min_on_steps=1,
+        min_off_steps=1,
+        switching_penalty=0.01,
+    )
+
+
+def solve_request(zones: int = 2, steps: int = 4) -> opt.SolveRequest:
+    return opt.SolveRequest(
+        problem=sp.ScheduleProblem(
+            step=duration_pb2.Duration(seconds=900),
+            horizon_steps=steps,
+            zones=[_zone(f"z{i}", steps) for i in range(zones)],
+            outdoor_temperature_c=[5.0] * steps,
+            price_per_kwh=[0.1] * steps,
+            peak_power_cap_kw=[10.0] * steps,
+            discomfort_weight_per_kelvin_hour=1.0,
+        )
+    )
+
+
+@pytest.fixture
+async def optimizer() -> AsyncIterator[opt_grpc.OptimizerServiceStub]:
+    async with optimizer_services(ServerConfig()) as built:
+        server: RunningServer = await serve(built)
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            yield opt_grpc.OptimizerServiceStub(channel)
+        await server.stop(0)
+
+
+async def _violations(call: Any) -> list[tuple[str, str]]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in call:
+            pass
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    trailer = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
+    bad = error_details_pb2.BadRequest()
+    for detail in status_pb2.Status.FromString(trailer).details:
+        if detail.Is(bad.DESCRIPTOR):
+            detail.Unpack(bad)
+    return sorted((v.field, v.reason) for v in bad.field_violations)
+
+
+async def test_a_valid_solve_request_passes_validation(
+    optimizer: opt_grpc.OptimizerServiceStub,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in optimizer.Solve(solve_request()):
+            pass
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _drop_problem(r: opt.SolveRequest) -> None:
+    r.ClearField("problem")
+
+
+def _nan_price(r: opt.SolveRequest) -> None:
+    r.problem.price_per_kwh[2] = math.nan
+
+
+def _short_prices(r: opt.SolveRequest) -> None:
+    del r.problem.price_per_kwh[-1]
+
+
+def _short_zone_gains(r: opt.SolveRequest) -> None:
+    del r.problem.zones[1].gain_c[-1]
+
+
+def _hot_zone(r: opt.SolveRequest) -> None:
+    r.problem.zones[1].a = 1.5
+
+
+def _descending_levels(r: opt.SolveRequest) -> None:
+    r.problem.zones[0].power_levels_kw[:] = [3, 2, 1]
+
+
+def _inverted_band(r: opt.SolveRequest) -> None:
+    r.problem.zones[0].comfort[3].lower_c = 30
+
+
+def _too_many_zones(r: opt.SolveRequest) -> None:
+    r.problem.zones.extend(_zone(f"x{i}", 4) for i in range(63))
+
+
+def _bad_zone_id(r: opt.SolveRequest) -> None:
+    r.problem.zones[0].zone_id = "Zone 1"
+
+
+CASES: dict[str, tuple[Callable[[opt.SolveRequest], None], list[tuple[str, str]]]] = {
+    "missing problem": (_drop_problem, [("problem", "required")]),
+    "NaN price": (
+        _nan_price,
+        [("problem.price_per_kwh[2]", "double.finite"), ("problem.price_per_kwh[2]", "double.gte_lte")],
+    ),
+    "price array shorter than the horizon": (
+        _short_prices,
+        [("problem.price_per_kwh", "price_per_kwh.length")],
+    ),
+    "zone gain array shorter than the horizon": (
+        _short_zone_gains,
+        [("problem.zones", "zones.gain_length")],
+    ),
+    "out-of-range model coefficient": (_hot_zone, [("problem.zones[1].a", "double.gt_lte")]),
+    "descending power levels": (
+        _descending_levels,
+        [("problem.zones[0].power_levels_kw", "power_levels_kw.ascending")],
+    ),
+    "comfort band upside down": (
+        _inverted_band,
+        [("problem.zones[0].comfort[3].upper_c", "upper_c.above_lower_c")],
+    ),
+    "oversized zone list": (_too_many_zones, [("problem.zones", "repeated.max_items")]),
+    "malformed identifier": (_bad_zone_id, [("problem.zones[0].zone_id", "string.pattern")]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_an_invalid_solve_request_names_each_broken_field(
+    optimizer: opt_grpc.OptimizerServiceStub, case: str
+) -> None:
+    breaks, expected = CASES[case]
+    request = solve_request()
+    breaks(request)
+    assert await _violations(optimizer.Solve(request)) == sorted(expected)
