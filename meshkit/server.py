@@ -57,6 +57,27 @@ class Service:
         full_name: str = pb2.DESCRIPTOR.services_by_name[name].full_name
         return cls(full_name, servicer, getattr(pb2_grpc, f"add_{name}Servicer_to_server"))
 
+    @classmethod
+    def unimplemented(cls, pb2: ModuleType, pb2_grpc: ModuleType, name: str) -> Service:
+        """The service ``name`` with every RPC answering UNIMPLEMENTED (after validation).
+
+        For contracts published ahead of their implementation: honest about what is missing,
+        with a message naming the method, rather than pretending to work.
+        """
+        descriptor = pb2.DESCRIPTOR.services_by_name[name]
+        methods = {
+            m.name: _unimplemented(f"{descriptor.full_name}/{m.name}") for m in descriptor.methods
+        }
+        servicer = type(f"Unimplemented{name}", (getattr(pb2_grpc, f"{name}Servicer"),), methods)
+        return cls.generated(pb2, pb2_grpc, name, servicer())
+
+
+def _unimplemented(method: str) -> Callable[..., Any]:
+    async def answer(self: Any, request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+
+    return answer
+
 
 @dataclass
 class RunningServer:

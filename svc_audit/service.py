@@ -1,7 +1,7 @@
 """The audit servicer: translates protobuf to domain calls and back, nothing more.
 
 The RPCs of `hvac.audit.v1.AuditService` are built by later work; until then each answers
-UNIMPLEMENTED (the generated base class does exactly that), after request validation.
+UNIMPLEMENTED, after request validation.
 """
 
 from __future__ import annotations
@@ -14,13 +14,8 @@ from meshkit import Service, static_services
 from svc_audit.config import AuditConfig
 
 
-class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):  # type: ignore[misc]
-    """No RPC is implemented yet: each answers UNIMPLEMENTED."""
-
-
 def services(config: AuditConfig) -> contextlib.AbstractAsyncContextManager[list[Service]]:
     """The services this process serves, open for as long as the context is."""
-    servicer = AuditServicer()
     return static_services(
-        Service.generated(audit_service_pb2, audit_service_pb2_grpc, "AuditService", servicer)
+        Service.unimplemented(audit_service_pb2, audit_service_pb2_grpc, "AuditService")
     )

@@ -1,7 +1,7 @@
 """The gateway servicer: translates protobuf to domain calls and back, nothing more.
 
 The RPCs of `hvac.gateway.v1.GatewayService` are built by later work; until then each answers
-UNIMPLEMENTED (the generated base class does exactly that), after request validation.
+UNIMPLEMENTED, after request validation.
 """
 
 from __future__ import annotations
@@ -14,13 +14,8 @@ from meshkit import Service, static_services
 from svc_gateway.config import GatewayConfig
 
 
-class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):  # type: ignore[misc]
-    """No RPC is implemented yet: each answers UNIMPLEMENTED."""
-
-
 def services(config: GatewayConfig) -> contextlib.AbstractAsyncContextManager[list[Service]]:
     """The services this process serves, open for as long as the context is."""
-    servicer = GatewayServicer()
     return static_services(
-        Service.generated(gateway_service_pb2, gateway_service_pb2_grpc, "GatewayService", servicer)
+        Service.unimplemented(gateway_service_pb2, gateway_service_pb2_grpc, "GatewayService")
     )

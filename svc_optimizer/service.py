@@ -1,7 +1,7 @@
 """The optimizer servicer: translates protobuf to domain calls and back, nothing more.
 
 The RPCs of `hvac.optimizer.v1.OptimizerService` are built by later work; until then each answers
-UNIMPLEMENTED (the generated base class does exactly that), after request validation.
+UNIMPLEMENTED, after request validation.
 """
 
 from __future__ import annotations
@@ -14,15 +14,8 @@ from meshkit import Service, static_services
 from svc_optimizer.config import OptimizerConfig
 
 
-class OptimizerServicer(optimizer_service_pb2_grpc.OptimizerServiceServicer):  # type: ignore[misc]
-    """No RPC is implemented yet: each answers UNIMPLEMENTED."""
-
-
 def services(config: OptimizerConfig) -> contextlib.AbstractAsyncContextManager[list[Service]]:
     """The services this process serves, open for as long as the context is."""
-    servicer = OptimizerServicer()
     return static_services(
-        Service.generated(
-            optimizer_service_pb2, optimizer_service_pb2_grpc, "OptimizerService", servicer
-        )
+        Service.unimplemented(optimizer_service_pb2, optimizer_service_pb2_grpc, "OptimizerService")
     )

@@ -19,7 +19,8 @@ from hvac.optimizer.v1 import optimizer_service_pb2 as opt
 from hvac.optimizer.v1 import optimizer_service_pb2_grpc as opt_grpc
 from hvac.optimizer.v1 import schedule_problem_pb2 as sp
 
-from meshkit import RunningServer, ServerConfig, serve
+from meshkit import RunningServer, serve
+from svc_optimizer.config import OptimizerConfig
 from svc_optimizer.service import services as optimizer_services
 
 
@@ -55,7 +56,7 @@ def solve_request(zones: int = 2, steps: int = 4) -> opt.SolveRequest:
 
 @pytest.fixture
 async def optimizer() -> AsyncIterator[opt_grpc.OptimizerServiceStub]:
-    async with optimizer_services(ServerConfig()) as built:
+    async with optimizer_services(OptimizerConfig()) as built:
         server: RunningServer = await serve(built)
         async with grpc.aio.insecure_channel(server.address) as channel:
             yield opt_grpc.OptimizerServiceStub(channel)
@@ -125,7 +126,10 @@ CASES: dict[str, tuple[Callable[[opt.SolveRequest], None], list[tuple[str, str]]
     "missing problem": (_drop_problem, [("problem", "required")]),
     "NaN price": (
         _nan_price,
-        [("problem.price_per_kwh[2]", "double.finite"), ("problem.price_per_kwh[2]", "double.gte_lte")],
+        [
+            ("problem.price_per_kwh[2]", "double.finite"),
+            ("problem.price_per_kwh[2]", "double.gte_lte"),
+        ],
     ),
     "price array shorter than the horizon": (
         _short_prices,

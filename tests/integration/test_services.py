@@ -41,12 +41,21 @@ def test_health_check_answers_serving(service: ServiceProcess) -> None:
         assert json.loads(result.stdout) == {"status": "SERVING"}
 
 
+# A request each service accepts as valid (empty), for an RPC that is not built yet.
+UNBUILT = {
+    "optimizer": "ListSolvers",
+    "control": "ListBuildings",
+    "audit": "GetCheckpoint",
+    "gateway": "ListBuildings",
+}
+
+
 def test_an_unbuilt_rpc_answers_unimplemented_not_a_fake_success(service: ServiceProcess) -> None:
-    described = grpcurl(service.address, "describe", SERVICES[service.name]).stdout
-    method = described.split("rpc ", 1)[1].split("(", 1)[0].strip()
-    result = grpcurl("-d", "{}", service.address, f"{SERVICES[service.name]}/{method}")
+    method = f"{SERVICES[service.name]}/{UNBUILT[service.name]}"
+    result = grpcurl("-d", "{}", service.address, method)
     assert result.returncode != 0
-    assert "Code: Unimplemented" in result.stderr or "Code: InvalidArgument" in result.stderr
+    assert "Code: Unimplemented" in result.stderr
+    assert f"{method} is not implemented yet" in result.stderr
 
 
 def test_sigterm_stops_the_service_gracefully() -> None:
