@@ -80,6 +80,8 @@ def generate(out: Path, image: Path | None = None) -> None:
             f"--mypy_grpc_out={out}",
         ]
         if image is not None:
+            image = image.resolve()
+            image.parent.mkdir(parents=True, exist_ok=True)
             args += [
                 "--include_imports",
                 "--include_source_info",

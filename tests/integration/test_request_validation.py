@@ -7,6 +7,7 @@ that validation ran, and decided, before any servicer code.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,12 +15,22 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+from hvac.audit.v1 import audit_service_pb2 as aud
+from hvac.audit.v1 import audit_service_pb2_grpc as audit_grpc
+from hvac.audit.v1 import records_pb2
 from hvac.common.v1 import common_pb2
+from hvac.control.v1 import control_service_pb2 as ctl
+from hvac.control.v1 import control_service_pb2_grpc as ctl_grpc
+from hvac.control.v1 import resources_pb2
 from hvac.optimizer.v1 import optimizer_service_pb2 as opt
 from hvac.optimizer.v1 import optimizer_service_pb2_grpc as opt_grpc
 from hvac.optimizer.v1 import schedule_problem_pb2 as sp
 
 from meshkit import RunningServer, serve
+from svc_audit.config import AuditConfig
+from svc_audit.service import services as audit_services
+from svc_control.config import ControlConfig
+from svc_control.service import services as control_services
 from svc_optimizer.config import OptimizerConfig
 from svc_optimizer.service import services as optimizer_services
 
@@ -161,3 +172,81 @@ async def test_an_invalid_solve_request_names_each_broken_field(
     request = solve_request()
     breaks(request)
     assert await _violations(optimizer.Solve(request)) == sorted(expected)
+
+
+@pytest.fixture
+async def control() -> AsyncIterator[ctl_grpc.ControlServiceStub]:
+    async with control_services(ControlConfig()) as built:
+        server = await serve(built)
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            yield ctl_grpc.ControlServiceStub(channel)
+        await server.stop(0)
+
+
+@pytest.fixture
+async def audit() -> AsyncIterator[audit_grpc.AuditServiceStub]:
+    async with audit_services(AuditConfig()) as built:
+        server = await serve(built)
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            yield audit_grpc.AuditServiceStub(channel)
+        await server.stop(0)
+
+
+async def _unary_violations(call: Any) -> list[tuple[str, str]]:
+    async def once() -> AsyncIterator[Any]:
+        yield await call
+
+    return await _violations(once())
+
+
+async def test_a_building_missing_required_fields_names_each_one(
+    control: ctl_grpc.ControlServiceStub,
+) -> None:
+    request = ctl.CreateBuildingRequest(building=resources_pb2.Building(building_id="b1"))
+    assert await _unary_violations(control.CreateBuilding(request)) == [
+        ("building.floor_area_m2", "floor_area_m2.required"),
+        ("building.home_region", "home_region.required"),
+        ("building.tariff", "tariff.required"),
+        ("building.time_zone", "time_zone.required"),
+    ]
+
+
+async def test_a_malformed_request_id_is_rejected(control: ctl_grpc.ControlServiceStub) -> None:
+    request = ctl.CreateBuildingRequest(request_id="not-a-uuid")
+    assert await _unary_violations(control.CreateBuilding(request)) == [
+        ("building", "required"),
+        ("request_id", "string.uuid"),
+    ]
+
+
+def _event(i: int) -> records_pb2.AuditEvent:
+    event = records_pb2.AuditEvent(
+        event_id=str(uuid.UUID(int=i + 1)),
+        actor="spiffe://hvac.local/region/us-east/svc/control",
+        action="control.plan.applied",
+        resource="buildings/b1",
+        outcome=records_pb2.OUTCOME_SUCCESS,
+    )
+    event.occurred_time.GetCurrentTime()
+    return event
+
+
+async def test_a_valid_append_passes_validation(audit: audit_grpc.AuditServiceStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await audit.Append(aud.AppendRequest(event=_event(0)))
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_an_oversized_batch_is_rejected(audit: audit_grpc.AuditServiceStub) -> None:
+    request = aud.AppendBatchRequest(events=[_event(i) for i in range(1001)])
+    assert await _unary_violations(audit.AppendBatch(request)) == [("events", "repeated.max_items")]
+
+
+async def test_an_event_with_a_bad_actor_and_oversized_attribute_names_both(
+    audit: audit_grpc.AuditServiceStub,
+) -> None:
+    event = _event(0)
+    event.actor = "user:alice"
+    event.attributes["note"] = "x" * 100_000
+    violations = await _unary_violations(audit.Append(aud.AppendRequest(event=event)))
+    assert [field for field, _ in violations] == ["event.actor", 'event.attributes["note"]']
