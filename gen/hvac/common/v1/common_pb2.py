@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bhvac/common/v1/common.proto\x12\x0ehvac.common.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x01\n\x0b\x43omfortBand\x12.\n\x07lower_c\x18\x01 \x01(\x01\x42\x1d\xe2\x41\x01\x02\xbaH\x16\x12\x14\x19\x00\x00\x00\x00\x00\x00I@)\x00\x00\x00\x00\x00\x00>\xc0@\x01\x12.\n\x07upper_c\x18\x02 \x01(\x01\x42\x1d\xe2\x41\x01\x02\xbaH\x16\x12\x14\x19\x00\x00\x00\x00\x00\x00I@)\x00\x00\x00\x00\x00\x00>\xc0@\x01:a\xbaH^\x1a\\\n\x1e\x63omfort_band.lower_below_upper\x12\x1dlower_c must be below upper_c\x1a\x1bthis.lower_c < this.upper_c\"\x91\x02\n\tTimeRange\x12\x34\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x32\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01:\x99\x01\xbaH\x95\x01\x1a\x92\x01\n\x1btime_range.start_before_end\x12\"start_time must be before end_time\x1aO!has(this.start_time) || !has(this.end_time) || this.start_time < this.end_time*H\n\x06Region\x12\x16\n\x12REGION_UNSPECIFIED\x10\x00\x12\x12\n\x0eREGION_US_EAST\x10\x01\x12\x12\n\x0eREGION_EU_WEST\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bhvac/common/v1/common.proto\x12\x0ehvac.common.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n\x0b\x43omfortBand\x12.\n\x07lower_c\x18\x01 \x01(\x01\x42\x1d\xe2\x41\x01\x02\xbaH\x16\x12\x14\x19\x00\x00\x00\x00\x00\x00I@)\x00\x00\x00\x00\x00\x00>\xc0@\x01\x12.\n\x07upper_c\x18\x02 \x01(\x01\x42\x1d\xe2\x41\x01\x02\xbaH\x16\x12\x14\x19\x00\x00\x00\x00\x00\x00I@)\x00\x00\x00\x00\x00\x00>\xc0@\x01:X\xbaHU\x1aS\n\x15upper_c.above_lower_c\x12\x1dlower_c must be below upper_c\x1a\x1bthis.lower_c < this.upper_c\"\xab\x02\n\tTimeRange\x12\x42\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x12\xe2\x41\x01\x01\xbaH\x0b\xb2\x01\x08\x32\x06\x08\x80\x87\xb5\xc3\x03\x12@\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x12\xe2\x41\x01\x01\xbaH\x0b\xb2\x01\x08\x32\x06\x08\x80\x87\xb5\xc3\x03:\x97\x01\xbaH\x93\x01\x1a\x90\x01\n\x19\x65nd_time.after_start_time\x12\"start_time must be before end_time\x1aO!has(this.start_time) || !has(this.end_time) || this.start_time < this.end_time*H\n\x06Region\x12\x16\n\x12REGION_UNSPECIFIED\x10\x00\x12\x12\n\x0eREGION_US_EAST\x10\x01\x12\x12\n\x0eREGION_EU_WEST\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,17 +39,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMFORTBAND'].fields_by_name['upper_c']._loaded_options = None
   _globals['_COMFORTBAND'].fields_by_name['upper_c']._serialized_options = b'\342A\001\002\272H\026\022\024\031\000\000\000\000\000\000I@)\000\000\000\000\000\000>\300@\001'
   _globals['_COMFORTBAND']._loaded_options = None
-  _globals['_COMFORTBAND']._serialized_options = b'\272H^\032\\\n\036comfort_band.lower_below_upper\022\035lower_c must be below upper_c\032\033this.lower_c < this.upper_c'
+  _globals['_COMFORTBAND']._serialized_options = b'\272HU\032S\n\025upper_c.above_lower_c\022\035lower_c must be below upper_c\032\033this.lower_c < this.upper_c'
   _globals['_TIMERANGE'].fields_by_name['start_time']._loaded_options = None
-  _globals['_TIMERANGE'].fields_by_name['start_time']._serialized_options = b'\342A\001\001'
+  _globals['_TIMERANGE'].fields_by_name['start_time']._serialized_options = b'\342A\001\001\272H\013\262\001\0102\006\010\200\207\265\303\003'
   _globals['_TIMERANGE'].fields_by_name['end_time']._loaded_options = None
-  _globals['_TIMERANGE'].fields_by_name['end_time']._serialized_options = b'\342A\001\001'
+  _globals['_TIMERANGE'].fields_by_name['end_time']._serialized_options = b'\342A\001\001\272H\013\262\001\0102\006\010\200\207\265\303\003'
   _globals['_TIMERANGE']._loaded_options = None
-  _globals['_TIMERANGE']._serialized_options = b'\272H\225\001\032\222\001\n\033time_range.start_before_end\022\"start_time must be before end_time\032O!has(this.start_time) || !has(this.end_time) || this.start_time < this.end_time'
-  _globals['_REGION']._serialized_start=629
-  _globals['_REGION']._serialized_end=701
+  _globals['_TIMERANGE']._serialized_options = b'\272H\223\001\032\220\001\n\031end_time.after_start_time\022\"start_time must be before end_time\032O!has(this.start_time) || !has(this.end_time) || this.start_time < this.end_time'
+  _globals['_REGION']._serialized_start=646
+  _globals['_REGION']._serialized_end=718
   _globals['_COMFORTBAND']._serialized_start=143
-  _globals['_COMFORTBAND']._serialized_end=351
-  _globals['_TIMERANGE']._serialized_start=354
-  _globals['_TIMERANGE']._serialized_end=627
+  _globals['_COMFORTBAND']._serialized_end=342
+  _globals['_TIMERANGE']._serialized_start=345
+  _globals['_TIMERANGE']._serialized_end=644
 # @@protoc_insertion_point(module_scope)

@@ -88,11 +88,11 @@ class TimeRange(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """Inclusive start; unset means "from the beginning"."""
+        """Inclusive start; unset means "from the beginning". Not before 2000-01-01."""
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
-        """Exclusive end; unset means "until now"."""
+        """Exclusive end; unset means "until now". Not before 2000-01-01."""
 
     def __init__(
         self,
