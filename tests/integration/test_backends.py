@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 import redis.asyncio
 
-from meshkit.testing.backends import (
+from meshkit.testing import (
     DATABASE_URL_ENV,
     REDIS_URL_ENV,
     BackendChoice,
@@ -24,7 +24,6 @@ from meshkit.testing.backends import (
     PostgresServer,
     RedisNamespace,
     RedisServer,
-    _proc_state,
     choose_backend,
     database_name_from_dsn,
     dsn_with_database,
@@ -33,6 +32,7 @@ from meshkit.testing.backends import (
     unique_database_name,
     unique_key_prefix,
 )
+from meshkit.testing._procs import _proc_state
 
 integration = pytest.mark.integration
 
@@ -301,7 +301,7 @@ import json, os
 
 import redis.asyncio
 
-from meshkit.testing.backends import database_name_from_dsn
+from meshkit.testing import database_name_from_dsn
 
 SEEN = {}
 
