@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from bench import serve
+from bench import control_sessions, mesh, serve
 
 
 def main() -> int:
     failures = 0
-    for module in (serve,):
+    for module in (serve, control_sessions, mesh):
         failures += module.main()
     return 1 if failures else 0
 

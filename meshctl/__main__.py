@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from meshctl import demo, protogen
+from meshctl import demo, mesh_cli, protogen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -17,7 +17,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--seconds", type=float, help="stop after this long (default: run until Ctrl-C)"
     )
     commands.add_parser("gen", help="regenerate gen/ from protos/ (same as `make gen`)")
+    mesh_cli.add_commands(commands)
     ns = parser.parse_args(argv)
+    if ns.command in mesh_cli.COMMANDS:
+        return mesh_cli.dispatch(ns)
     if ns.command == "demo":
         return demo.run(ns.seconds)
     if ns.command == "gen":

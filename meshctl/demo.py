@@ -1,57 +1,72 @@
-"""``meshctl demo``: start the four services on loopback and show how to reach them.
+"""``meshctl demo`` (``make demo``): the local mesh in the foreground until Ctrl-C.
 
-This is the local shape of what works today: each service serves its API (RPCs answer
-UNIMPLEMENTED until they are built), health and reflection.
+Brings up both regions as ``meshctl up`` does (certificates, Envoy with mTLS, PostgreSQL,
+Redis, the four services per region), shows their health through Envoy and how to call them
+with grpcurl, and stops everything on Ctrl-C (or after ``seconds``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import signal
 import time
+from pathlib import Path
 from types import FrameType
 
-from meshctl.catalog import SERVICES, grpcurl
-from meshctl.processes import ServiceProcess
+from meshctl.catalog import GRPCURL, SERVICES
+
+STATE_DIR = Path(".mesh")
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _health(address: str) -> str:
-    reply = grpcurl(address, "grpc.health.v1.Health/Check", timeout_s=10)
-    if reply.returncode != 0:
-        return reply.stderr.strip()
-    status: str = json.loads(reply.stdout)["status"]
-    return status
+def run(seconds: float | None, state_dir: Path = STATE_DIR) -> int:
+    from meshctl import status  # Envoy's config types load slowly; only the demo needs them
+    from meshctl.up import Mesh
 
-
-def run(seconds: float | None) -> int:
-    started: list[ServiceProcess] = []
+    mesh = Mesh(state_dir)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        for name in SERVICES:
-            started.append(ServiceProcess(name).start())
-        print(f"{'service':<10} {'address':<16} health")
-        for process in started:
-            print(f"{process.name:<10} {process.address:<16} {_health(process.address)}")
-        first = started[0]
-        print("\nTry:")
-        print(f"  grpcurl -plaintext {first.address} list")
-        print(f"  grpcurl -plaintext {first.address} describe {SERVICES[first.name]}")
-        print(f"  grpcurl -plaintext {first.address} grpc.health.v1.Health/Check")
-        print("(grpcurl is in .venv/bin.)", "Ctrl-C stops." if seconds is None else "", flush=True)
+        print("starting both regions (certificates, Envoy, PostgreSQL, Redis, services)...")
+        endpoints = mesh.start()
+        status.run(mesh.state_dir)
+        ingress = f"127.0.0.1:{endpoints.ports['us-east'].ingress}"
+        tls = ["-cacert", str(endpoints.ca), "-cert", str(endpoints.admin_cert)]
+        tls += ["-key", str(endpoints.admin_key)]
+
+        def command(*args: str) -> str:
+            return shlex.join([GRPCURL, *tls, *args])
+
+        print("\nCall any service through the us-east ingress (mTLS, admin user certificate):")
+        print("  " + command("-authority", "optimizer.hvac.local", ingress, "list"))
+        print(
+            "  "
+            + command("-authority", "control.hvac.local", ingress, "describe", SERVICES["control"])
+        )
+        print(
+            "  "
+            + command(
+                "-authority",
+                "gateway.hvac.local",
+                "-d",
+                json.dumps({"service": SERVICES["gateway"]}),
+                ingress,
+                "grpc.health.v1.Health/Check",
+            )
+        )
+        print(f"Endpoints of both regions: {mesh.state_dir / 'endpoints.json'}")
+        print("Ctrl-C stops everything." if seconds is None else "", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
-            signal.signal(signal.SIGTERM, _interrupt)
             deadline = None if seconds is None else time.monotonic() + seconds
             while deadline is None or time.monotonic() < deadline:
                 time.sleep(0.2)
-                dead = [p.name for p in started if p.process and p.process.poll() is not None]
-                if dead:
-                    print(f"stopped unexpectedly: {', '.join(dead)}")
-                    return 1
+    except KeyboardInterrupt:
+        pass
     finally:
-        for process in started:
-            process.stop()
+        print("stopping...", flush=True)
+        mesh.stop()
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
@@ -9,11 +10,33 @@ import pytest
 
 from meshctl.catalog import SERVICES, grpcurl
 from meshctl.processes import ServiceProcess
+from meshkit.testing import PostgresServer, RedisServer
+
+
+@pytest.fixture(scope="module")
+def backends(
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, str]]:
+    """DATABASE_URL (a fresh database) and REDIS_URL (a fresh key prefix) for the services."""
+    url = asyncio.run(postgres_server.create_database("services"))
+    namespace = redis_server.new_namespace()
+    try:
+        yield {
+            "DATABASE_URL": url,
+            "REDIS_URL": namespace.url,
+            "HVAC_CONTROL_REDIS_PREFIX": namespace.prefix,
+            "AUDIT_STATE_DIR": str(tmp_path_factory.mktemp("audit-state")),
+        }
+    finally:
+        asyncio.run(postgres_server.drop_database(url))
+        asyncio.run(redis_server.clear_namespace(namespace))
 
 
 @pytest.fixture(scope="module", params=sorted(SERVICES))
-def service(request: pytest.FixtureRequest) -> Iterator[ServiceProcess]:
-    process = ServiceProcess(request.param).start()
+def service(request: pytest.FixtureRequest, backends: dict[str, str]) -> Iterator[ServiceProcess]:
+    process = ServiceProcess(request.param, env=backends).start()
     yield process
     assert process.stop() == 0, process.output()
 
@@ -43,14 +66,13 @@ def test_health_check_answers_serving(service: ServiceProcess) -> None:
 
 # A request each service accepts as valid (empty), for an RPC that is not built yet.
 UNBUILT = {
-    "optimizer": "ListSolvers",
-    "control": "ListBuildings",
-    "audit": "GetCheckpoint",
     "gateway": "ListBuildings",
 }
 
 
 def test_an_unbuilt_rpc_answers_unimplemented_not_a_fake_success(service: ServiceProcess) -> None:
+    if service.name not in UNBUILT:
+        pytest.skip(f"every {service.name} RPC is built")
     method = f"{SERVICES[service.name]}/{UNBUILT[service.name]}"
     result = grpcurl("-d", "{}", service.address, method)
     assert result.returncode != 0

@@ -1,0 +1,70 @@
+"""Backend `relax-polish`: LP relaxation → rounding with error diffusion and cap repair → polish.
+
+The fast default. It proposes a myopic (thermostat-like) schedule within milliseconds, reports
+the LP optimum as a lower bound, proposes the repaired rounding, then the polished schedule as
+it improves. Without an LP solution (interrupted, or too little time), it polishes the myopic
+schedule instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from svc_optimizer.backends import BackendId, Run
+from svc_optimizer.polish import polish
+from svc_optimizer.problem import FloatArray, Problem
+from svc_optimizer.relax import RelaxationError, solve_relaxation
+from svc_optimizer.repair import repair_power
+
+
+class RelaxPolish:
+    id = BackendId.RELAX_POLISH
+    description = "HiGHS LP relaxation, rounding, peak-cap repair and local search"
+    min_budget_s = 0.0
+    max_zone_steps = 20_000
+    reports_lower_bound = True
+
+    def configured(self) -> bool:
+        return True
+
+    def run(self, problem: Problem, run: Run) -> None:
+        # A myopic schedule first: feasible within milliseconds, whatever the LP then takes.
+        gradient = np.broadcast_to(problem.price_per_kwh, (problem.zones, problem.steps))
+        first = repair_power(problem, myopic_power_kw(problem), gradient)
+        run.propose(first)
+        try:
+            relaxation = solve_relaxation(problem, run.remaining_s(), run.stop)
+        except RelaxationError:
+            if run.should_stop():
+                return
+            start = first
+        else:
+            run.bound(relaxation.lower_bound)
+            # Where the cap binds, step down first where energy is dearest: the owed heat is
+            # then delivered later by error diffusion.
+            start = repair_power(problem, relaxation.power_kw, gradient)
+        run.propose(start)
+        best = polish(problem, start, run.should_stop, run.propose)
+        run.propose(best)
+
+
+def myopic_power_kw(problem: Problem) -> FloatArray:
+    """Per step, each zone's level that is cheapest for that step alone (energy plus the
+    discomfort at its end), like a thermostat that never looks ahead."""
+    h = problem.step_hours
+    levels = np.where(np.isfinite(problem.levels_kw), problem.levels_kw, np.nan)
+    drive = problem.c[:, None] * problem.outdoor_temperature_c[None, :] + problem.gain_c
+    temp = problem.initial_temperature_c.copy()
+    out = np.empty((problem.zones, problem.steps))
+    zone = np.arange(problem.zones)
+    for k in range(problem.steps):
+        reached = (problem.a * temp + drive[:, k])[:, None] + problem.b_c_per_kw[:, None] * levels
+        outside = np.maximum(0.0, problem.lower_c[:, k, None] - reached) + np.maximum(
+            0.0, reached - problem.upper_c[:, k, None]
+        )
+        cost = problem.price_per_kwh[k] * h * levels
+        cost = cost + problem.discomfort_weight_per_kelvin_hour * h * outside
+        choice = np.nanargmin(cost, axis=1)
+        out[:, k] = levels[zone, choice]
+        temp = reached[zone, choice]
+    return out
