@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from bench import control_sessions, mesh, serve
+from bench import audit, control_sessions, mesh, serve, solver
 
 
 def main() -> int:
     failures = 0
-    for module in (serve, control_sessions, mesh):
+    for module in (serve, control_sessions, mesh, audit, solver):
         failures += module.main()
     return 1 if failures else 0
 

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.audit", description=__doc__)
     parser.add_argument("--single", type=int, default=4000, help="single appends (32 writers)")
     parser.add_argument("--batches", type=int, default=30, help="batches of 1,000 events")
-    parser.add_argument("--verify-records", type=int, default=200_000, help="log size verified")
+    parser.add_argument("--verify-records", type=int, default=1_000_000, help="log size verified")
     ns = parser.parse_args(argv)
     figures = asyncio.run(_run(ns.single, ns.batches, ns.verify_records))
     write(

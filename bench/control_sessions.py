@@ -149,6 +149,7 @@ async def _measure(database_url: str, redis_url: str, prefix: str) -> list[Figur
         "database_url": database_url,
         "redis_url": redis_url,
         "redis_key_prefix": prefix,
+        "control_loop": False,  # the benchmark issues the commands itself
     }
     config_a = ControlConfig(**base, region="us-east")
     config_b = ControlConfig(**base, region="eu-west")

@@ -142,5 +142,7 @@ def retry_policy(num_retries: int, per_try_timeout: dt.timedelta) -> RetryPolicy
                 typed_config=typed(PreviousHostsPredicate()),
             )
         ],
-        host_selection_retry_max_attempts=5,
+        # With locality weights 80/20 a re-pick lands on the local region 4 times in 5; enough
+        # re-picks make it near certain that a retry avoids the host that just failed.
+        host_selection_retry_max_attempts=20,
     )

@@ -294,15 +294,21 @@ class Pki:
         return self.root / "ca.key"
 
     def authority(self) -> CertificateAuthority:
-        """The CA, created on first use and loaded afterwards; replaced by a new one when it
-        could no longer cover a full service certificate lifetime."""
+        """The CA, created on first use and loaded afterwards."""
         if self.ca_cert.exists() and self._ca_key.exists():
-            ca = CertificateAuthority.load(self.ca_cert, self._ca_key)
-            if ca.certificate.not_valid_after_utc > _now() + SERVICE_LIFETIME:
-                return ca
+            return CertificateAuthority.load(self.ca_cert, self._ca_key)
         ca = CertificateAuthority.create(self.trust_domain)
         ca.save(self.ca_cert, self._ca_key)
         return ca
+
+    def renew_ca_if_ending(self) -> bool:
+        """Replace a CA that could no longer cover a full service certificate lifetime (call it
+        before anything trusts the CA: running Envoys keep the CA they started with)."""
+        ca = self.authority()
+        if ca.certificate.not_valid_after_utc > _now() + SERVICE_LIFETIME:
+            return False
+        CertificateAuthority.create(self.trust_domain).save(self.ca_cert, self._ca_key)
+        return True
 
     def paths(self, name: str) -> CertPaths:
         return CertPaths(self.root / f"{name}.pem", self.root / f"{name}.key")

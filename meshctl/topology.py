@@ -111,7 +111,7 @@ def default_rules() -> tuple[Rule, ...]:
         Rule(svc, "optimizer", caller_service="control"),
         Rule(svc, "audit", caller_service="control"),
         Rule(Caller.DEVICE, "control", methods=("Connect",)),
-        Rule(svc, "audit", methods=("Append",)),
+        Rule(svc, "audit", methods=("Append", "AppendBatch")),  # every service appends
         Rule(Caller.USER, "gateway"),
     )
 

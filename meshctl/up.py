@@ -166,6 +166,7 @@ class Mesh:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.ports = allocate_ports(self.topology)
+            self.pki.renew_ca_if_ending()
             self.issue_certificates()
             self.render_configs()
             self._start_backends()

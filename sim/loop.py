@@ -18,6 +18,7 @@ import numpy as np
 
 from sim.building import BuildingSimulator, EquipmentSpec, Observation
 from sim.kpi import RunLog
+from sim.network import Array
 from svc_control.plant import EquipmentKind
 from svc_control.schedules import Tariff
 
@@ -84,6 +85,92 @@ def _device_stage(
     return stage, heats
 
 
+class ClosedLoop:
+    """The building and its devices, advanced interval by interval by whoever holds the commands.
+
+    `run_closed_loop` drives it with a plain function; a driver that gets its commands elsewhere
+    (devices streaming to the control service over gRPC) calls `observe`, fetches commands, and
+    calls `advance`, in simulated time. `log()` returns what happened so far.
+    """
+
+    def __init__(self, sim: BuildingSimulator, tariff: Tariff, step_s: float = 60.0) -> None:
+        self.sim = sim
+        self.tariff = tariff
+        self.step_s = step_s
+        self._tz = ZoneInfo(sim.spec.time_zone)
+        self._devices = [_DeviceZone() for _ in sim.spec.zones]
+        self._elapsed_s = 0.0
+        self._mean_c: list[Array] = []
+        self._lower_c: list[list[float]] = []
+        self._upper_c: list[list[float]] = []
+        self._power_kw: list[Array] = []
+        self._stages: list[tuple[int, ...]] = []
+        self._price: list[float] = []
+
+    def observe(self) -> Observation:
+        """Telemetry now."""
+        return self.sim.observe()
+
+    def advance(
+        self,
+        commands: Sequence[DeviceCommand],
+        duration_s: float,
+        on_telemetry: Callable[[Observation], None] | None = None,
+    ) -> None:
+        """Let the devices apply `commands` (one per zone) for `duration_s` of simulated time.
+
+        `on_telemetry` receives the telemetry of every step after the first (the caller has the
+        first from `observe`).
+        """
+        zones = self.sim.spec.zones
+        if len(commands) != len(zones):
+            raise ValueError(f"got {len(commands)} commands for {len(zones)} zones")
+        steps = round(duration_s / self.step_s)
+        for k in range(steps):
+            if k > 0 and on_telemetry is not None:
+                on_telemetry(self.sim.observe())
+            temperatures = self.sim.air_temperatures_c
+            chosen = [
+                _device_stage(
+                    zone.equipment,
+                    commands[i],
+                    float(temperatures[i]),
+                    self._devices[i],
+                    self._elapsed_s,
+                )
+                for i, zone in enumerate(zones)
+            ]
+            start = self.sim.now
+            record = self.sim.step([s for s, _ in chosen], self.step_s, [h for _, h in chosen])
+            self._elapsed_s += self.step_s
+            self._mean_c.append(record.air_mean_c)
+            self._power_kw.append(record.power_kw)
+            self._stages.append(record.stages)
+            bands = [
+                zone.comfort.occupied if record.occupied[i] else zone.comfort.unoccupied
+                for i, zone in enumerate(zones)
+            ]
+            self._lower_c.append([b[0] for b in bands])
+            self._upper_c.append([b[1] for b in bands])
+            self._price.append(self.tariff.mean_price(start, self.step_s, self._tz))
+
+    def log(self) -> RunLog:
+        """Everything that happened so far, for `sim.kpi.compute_kpis`."""
+        zones = self.sim.spec.zones
+        width = len(zones)
+        return RunLog(
+            zone_ids=tuple(z.zone_id for z in zones),
+            floor_area_m2=tuple(z.floor_area_m2 for z in zones),
+            step_s=self.step_s,
+            mean_temperature_c=np.array(self._mean_c).reshape(-1, width),
+            lower_c=np.array(self._lower_c, dtype=np.float64).reshape(-1, width),
+            upper_c=np.array(self._upper_c, dtype=np.float64).reshape(-1, width),
+            power_kw=np.array(self._power_kw).reshape(-1, width),
+            stages=np.array(self._stages, dtype=np.int64).reshape(-1, width),
+            price_per_kwh=np.array(self._price, dtype=np.float64),
+        )
+
+
 def run_closed_loop(
     sim: BuildingSimulator,
     controller: Controller,
@@ -96,47 +183,13 @@ def run_closed_loop(
     """Run `controller` on `sim` for `duration_s` and return the log the KPIs are computed from."""
     if control_interval_s % step_s != 0:
         raise ValueError("control_interval_s must be a whole number of steps")
-    zones = sim.spec.zones
-    steps = round(duration_s / step_s)
-    per_interval = round(control_interval_s / step_s)
-    local_tz = ZoneInfo(sim.spec.time_zone)
-    devices = [_DeviceZone() for _ in zones]
-    mean_c = np.zeros((steps, len(zones)))
-    lower_c, upper_c, power_kw = np.zeros_like(mean_c), np.zeros_like(mean_c), np.zeros_like(mean_c)
-    stages = np.zeros((steps, len(zones)), dtype=np.int64)
-    price = np.zeros(steps)
-    commands: Sequence[DeviceCommand] = ()
-    for k in range(steps):
-        observation = sim.observe()
+    loop = ClosedLoop(sim, tariff, step_s)
+    elapsed_s = 0.0
+    while elapsed_s < duration_s - 1e-9:
+        observation = loop.observe()
         if on_telemetry is not None:
             on_telemetry(observation)
-        if k % per_interval == 0:
-            commands = controller(observation)
-            if len(commands) != len(zones):
-                raise ValueError(f"controller returned {len(commands)} commands for {len(zones)}")
-        t_s = k * step_s
-        temperatures = sim.air_temperatures_c
-        chosen = [
-            _device_stage(zone.equipment, commands[i], float(temperatures[i]), devices[i], t_s)
-            for i, zone in enumerate(zones)
-        ]
-        start = sim.now
-        record = sim.step([s for s, _ in chosen], step_s, [h for _, h in chosen])
-        mean_c[k] = record.air_mean_c
-        power_kw[k] = record.power_kw
-        stages[k] = record.stages
-        for i, zone in enumerate(zones):
-            band = zone.comfort.occupied if record.occupied[i] else zone.comfort.unoccupied
-            lower_c[k, i], upper_c[k, i] = band
-        price[k] = tariff.mean_price(start, step_s, local_tz)
-    return RunLog(
-        zone_ids=tuple(z.zone_id for z in zones),
-        floor_area_m2=tuple(z.floor_area_m2 for z in zones),
-        step_s=step_s,
-        mean_temperature_c=mean_c,
-        lower_c=lower_c,
-        upper_c=upper_c,
-        power_kw=power_kw,
-        stages=stages,
-        price_per_kwh=price,
-    )
+        interval_s = min(control_interval_s, duration_s - elapsed_s)
+        loop.advance(controller(observation), interval_s, on_telemetry)
+        elapsed_s += interval_s
+    return loop.log()

@@ -111,14 +111,24 @@ class Checkpointer:
             self._due.set()
 
     async def sign_at(self, tree_size: int, head_hash: bytes, kind: str) -> Checkpoint:
-        """Sign (or return the stored) checkpoint at ``tree_size``: file first, then database."""
+        """Sign (or return the stored) checkpoint at ``tree_size``: database, then file.
+
+        If another instance on the same database signed that size first, its checkpoint is kept.
+        """
         stored = await self.store.checkpoint(tree_size)
+        if stored is None or stored.tree_size != tree_size:
+            cp = self.signer.sign(tree_size, head_hash, self.clock())
+            if not await self.store.add_checkpoint(to_stored(cp, kind)):
+                stored = await self.store.checkpoint(tree_size)
         if stored is not None and stored.tree_size == tree_size:
-            return from_stored(stored)
-        cp = self.signer.sign(tree_size, head_hash, self.clock())
-        await asyncio.to_thread(self.files.write, cp, self.signer.private_key.public_key())
-        await self.store.add_checkpoint(to_stored(cp, kind))
+            cp = from_stored(stored)
+        await self._ensure_file(cp)
         return cp
+
+    async def _ensure_file(self, cp: Checkpoint) -> None:
+        """Write the copy of one of our checkpoints if missing (also after a crash in between)."""
+        if cp.key_id == self.signer.key_id and self.files.read(cp.tree_size) is None:
+            await asyncio.to_thread(self.files.write, cp, self.signer.private_key.public_key())
 
     async def sign_head(self) -> Checkpoint | None:
         """Sign the current head if records were appended since the last checkpoint."""
@@ -127,6 +137,8 @@ class Checkpointer:
         latest_size = latest.tree_size if latest else 0
         self._signed_size = max(latest_size, self._signed_size)
         if head.sequence <= latest_size:
+            if latest is not None:
+                await self._ensure_file(from_stored(latest))
             return None
         cp = await self.sign_at(head.sequence, head.head_hash, "periodic")
         self._signed_size = cp.tree_size
@@ -227,7 +239,10 @@ async def verify_chain(
                 if head_hash is not None:
                     early = check_at(next_size, head_hash)
                     if early is not None:
-                        fault = early
+                        fault = early  # records after the checkpoint do not count as checked
+                        verifier.records_checked = min(
+                            verifier.records_checked, max(0, next_size - start + 1)
+                        )
                         break
                 next_size = next(pending, None)
             if fault is not None:

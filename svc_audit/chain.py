@@ -295,7 +295,9 @@ class ChainVerifier:
                     != digest
                 ):
                     self.expected, self.previous_hash = expected, previous
-                    fault = self.feed(StoredRow(*row[:5], tuple(subjects or ())))
+                    fault = self.feed(
+                        StoredRow(sequence, linked, digest, canonical, agree, tuple(subjects or ()))
+                    )
                     if fault is not None:
                         return fault
                     expected, previous = self.expected, self.previous_hash

@@ -91,19 +91,35 @@ def open_sealed(subject_key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes)
         raise ValueError("personal value does not open with its envelope") from exc
 
 
+def create_secret_file(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` (mode 0600) unless it exists; durable and race-free.
+
+    The content goes to a private temporary file first and is linked into place, so instances
+    starting together end up sharing whichever file was complete first.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, content)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another instance made it first: use theirs
+    finally:
+        tmp.unlink()
+
+
 class FileKeyProvider:
     """A master key in a file readable only by its owner; created (0600) when missing."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, secrets.token_bytes(32))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            create_secret_file(path, secrets.token_bytes(32))
         master = path.read_bytes()
         if len(master) != 32:
             raise KeyProviderError(f"{path}: a master key file holds exactly 32 bytes")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from svc_audit import retention
 from svc_audit.anchoring import Checkpointer, CheckpointFiles
 from svc_audit.checkpoint import Signer, key_id_for
 from svc_audit.config import AuditConfig
-from svc_audit.crypto import FileKeyProvider, KeyProvider, Pkcs11KeyProvider
+from svc_audit.crypto import FileKeyProvider, KeyProvider, Pkcs11KeyProvider, create_secret_file
 from svc_audit.ledger import Keyring, Ledger
 from svc_audit.store import AuditStore
 
@@ -50,16 +49,10 @@ class MissingDatabaseUrl(SystemExit):
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
     """The Ed25519 key in ``path`` (PEM, PKCS#8); generated and written 0600 when missing."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         pem = Ed25519PrivateKey.generate().private_bytes(
             Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
         )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        create_secret_file(path, pem)
     key = load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise SystemExit(f"svc_audit: {path} does not hold an Ed25519 private key")

@@ -21,7 +21,7 @@ from hvac.audit.v1 import audit_service_pb2_grpc as pb_grpc
 
 from meshkit import Service, abort, invalid_argument
 from meshkit.errors import retry_later, rich_status
-from svc_audit import anchoring, convert, store_keys, store_query
+from svc_audit import anchoring, chain, convert, store_keys, store_query
 from svc_audit.chain import Entry
 from svc_audit.checkpoint import check
 from svc_audit.config import AuditConfig
@@ -107,7 +107,16 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         pages = store_query.pages(self.rt.store, convert.filters(request), start, limit)
         try:
             async for rows, next_sequence, snapshot_head in pages:
-                records = [await self._open(r) for r in rows]
+                records = []
+                for row in rows:
+                    try:
+                        records.append(await self._open(row))
+                    except ValueError:  # undecodable bytes or a ciphertext that does not open
+                        await _fail(
+                            context,
+                            grpc.StatusCode.DATA_LOSS,
+                            f"record {row['seq']} cannot be read; VerifyChain locates the damage",
+                        )
                 yield pb.QueryResponse(
                     records=[convert.record(r) for r in records],
                     next_sequence=next_sequence,
@@ -121,8 +130,6 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             )
 
     async def _open(self, row: asyncpg.Record) -> OpenedRecord:
-        from svc_audit import chain
-
         record = chain.decode(row["entry"])
         personal = await self.rt.ledger.open_fields(record.entry)
         return OpenedRecord(

@@ -29,6 +29,7 @@ from meshkit.identity import caller_identity
 from svc_control import registry, state
 from svc_control.cache import StateCache
 from svc_control.config import ControlConfig
+from svc_control.loop_runtime import running_loop
 from svc_control.registry import ControlError, ErrorKind
 from svc_control.sessions import REGION_BY_NAME, SessionHub, SessionSettings
 from svc_control.store import Once, Store
@@ -387,7 +388,8 @@ async def services(config: ControlConfig) -> AsyncIterator[list[Service]]:
         await hub.start(config.database_url)
         servicer = ControlServicer(store, cache, hub)
         service = Service.generated(ctl, ctl_grpc, _SERVICE, servicer)
-        yield [dataclasses.replace(service, add_to_server=_add_to_server)]
+        async with running_loop(config, servicer):
+            yield [dataclasses.replace(service, add_to_server=_add_to_server)]
     finally:
         await hub.close()
         await cache.close()

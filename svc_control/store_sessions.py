@@ -21,6 +21,7 @@ from svc_control.store_rows import (
     SESSIONS_CHANNEL,
     Queries,
     command_row,
+    from_json,
     not_found,
     notify,
     to_json,
@@ -245,6 +246,31 @@ class SessionQueries(Queries):
                 [to_json(r) for r in sample.readings],
             )
             return stored is not None
+
+    async def telemetry_between(
+        self, building_id: str, start: datetime, end: datetime, limit: int = 100_000
+    ) -> list[tuple[str, control_service_pb2.Telemetry]]:
+        """Stored samples of the building with ``start <= sample_time < end``, oldest first, as
+        ``(device_id, sample)``: the history the control loop learns from after a restart."""
+        rows = await self.pool.fetch(
+            "SELECT * FROM control.telemetry WHERE building_id = $1 AND sample_time >= $2"
+            " AND sample_time < $3 ORDER BY sample_time, device_id, sequence LIMIT $4",
+            building_id,
+            start,
+            end,
+            limit,
+        )
+        found = []
+        for row in rows:
+            sample = control_service_pb2.Telemetry(
+                sequence=row["sequence"],
+                readings=[from_json(r, resources_pb2.ZoneReading()) for r in row["readings"]],
+            )
+            sample.sample_time.FromDatetime(row["sample_time"])
+            if row["outdoor_temperature_c"] is not None:
+                sample.outdoor_temperature_c = row["outdoor_temperature_c"]
+            found.append((row["device_id"], sample))
+        return found
 
     async def issue_commands(
         self, building_id: str, commands: Sequence[NewCommand], now: datetime

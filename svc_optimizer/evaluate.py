@@ -124,9 +124,23 @@ def min_run_violation(problem: Problem, zone: int, on: BoolArray) -> Violation |
     min_off = int(problem.min_off_steps[zone]) if problem.can_switch_off[zone] else 0
     if min_on <= 1 and min_off <= 1:
         return None
+    # Minimum times of 0 and 1 impose nothing.
+    min_on, min_off = (m if m > 1 else 0 for m in (min_on, min_off))
     starts = np.flatnonzero(np.diff(on.astype(np.int8))) + 1
     bounds = [0, *starts.tolist(), steps]
     has_initial = problem.initial_level[zone] != NO_LEVEL
+    if has_initial and bool(initially_on(problem)[zone]) != bool(on[0]):
+        # The run before the horizon ends at step 0: it must have lasted its minimum.
+        before_on = bool(initially_on(problem)[zone])
+        if int(problem.initial_state_steps[zone]) < (min_on if before_on else min_off):
+            return Violation(
+                Constraint.MIN_ON_STEPS if before_on else Constraint.MIN_OFF_STEPS,
+                0,
+                (zone,),
+                f"zone {problem.zone_ids[zone]} switches {'off' if before_on else 'on'} at "
+                f"step 0 after {problem.initial_state_steps[zone]} steps "
+                f"{'on' if before_on else 'off'} before the horizon, below its minimum",
+            )
     for start, end in itertools.pairwise(bounds):
         state = bool(on[start])
         needed = min_on if state else min_off

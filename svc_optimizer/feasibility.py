@@ -22,9 +22,12 @@ def forced_steps(problem: Problem) -> tuple[IntArray, IntArray]:
     """Steps at the start of the horizon each zone must stay (on, off) by its initial state."""
     has_initial = (problem.initial_level != NO_LEVEL) & problem.can_switch_off
     on = initially_on(problem)
-    elapsed = np.minimum(problem.initial_state_steps, problem.steps + 1)
-    on_left = np.where(has_initial & on, np.maximum(problem.min_on_steps - elapsed, 0), 0)
-    off_left = np.where(has_initial & ~on, np.maximum(problem.min_off_steps - elapsed, 0), 0)
+    elapsed = problem.initial_state_steps
+    # Minimum times of 0 and 1 impose nothing (the contract's words), whatever has elapsed.
+    min_on = np.where(problem.min_on_steps > 1, problem.min_on_steps, 0)
+    min_off = np.where(problem.min_off_steps > 1, problem.min_off_steps, 0)
+    on_left = np.where(has_initial & on, np.maximum(min_on - elapsed, 0), 0)
+    off_left = np.where(has_initial & ~on, np.maximum(min_off - elapsed, 0), 0)
     horizon = problem.steps
     return np.minimum(on_left, horizon), np.minimum(off_left, horizon)
 

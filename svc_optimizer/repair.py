@@ -73,10 +73,15 @@ def repair_power(problem: Problem, wanted_kw: FloatArray, gradient: FloatArray) 
         level = np.where(must_off, 0, level)
         floor = np.where(must_on, positive, 0)
         for z in np.flatnonzero(switchable & (level > 0) & ~was_on & ((k > 0) | has_initial)):
-            window = slice(k, min(k + int(problem.min_on_steps[z]), steps))
-            extra = positive_kw[z] - committed[z, window]
+            window = slice(k, min(k + max(int(problem.min_on_steps[z]), 1), steps))
+            extra = np.maximum(positive_kw[z] - committed[z, window], 0.0)
             if np.any(committed_total[window] + extra > cap[window]):
                 level[z] = 0  # switching on now would break the cap later in its on-time
+                continue
+            # Commit at once, so the next zone's check sees this one's on-time.
+            committed[z, window] += extra
+            committed_total[window] += extra
+            floor[z] = positive[z]
         power = problem.levels_kw[np.arange(zones), level]
         total = float(power.sum())
         while total > cap[k]:

@@ -93,13 +93,6 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
                     grpc.StatusCode.DEADLINE_EXCEEDED, "the RPC deadline leaves no time to solve"
                 ),
             )
-        if self._slots.locked():
-            await abort(
-                context,
-                retry_later(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED, "too many solves running; retry later", 0.5
-                ),
-            )
         digest = problem_sha256(request.problem)
         problem = from_proto(request.problem)
         preference = BackendId(request.backend_preference) if request.backend_preference else None
@@ -111,6 +104,13 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
             if hit is not None:
                 yield from_cache(hit, time.monotonic() - started)
                 return
+        if self._slots.locked():  # no await between this check and taking the slot
+            await abort(
+                context,
+                retry_later(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, "too many solves running; retry later", 0.5
+                ),
+            )
         async with self._slots:
             sequence = 0
             updates: AsyncGenerator[Update] = self.portfolio.solve(problem, budget, preference, gap)

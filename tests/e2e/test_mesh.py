@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -284,3 +285,73 @@ def test_rotated_certificates_are_served_without_restarting_envoy_and_calls_keep
     # A new connection with the re-issued user certificate works too.
     with mesh_channel(ingress(mesh), "probe", admin(mesh)) as channel:
         assert who_am_i(channel) == "spiffe://hvac.local/user/admin"
+
+
+# ------------------------------------------------------------------ the RBAC matrix
+
+RBAC_DENIAL = "RBAC: access denied"  # Envoy's own answer, unlike any service's
+
+
+def _call_through_egress(mesh: Mesh, caller: str, target: str, method: str) -> grpc.RpcError | None:
+    """Call ``method`` of ``target`` as service ``caller`` with an empty request."""
+    with egress_channel(mesh, caller, target) as channel:
+        path = f"/{SERVICES[target]}/{method}"
+        try:
+            channel.unary_unary(path)(b"", timeout=10)
+        except grpc.RpcError as exc:
+            return exc
+    return None
+
+
+@pytest.mark.parametrize(
+    ("caller", "target", "method", "allowed"),
+    [
+        ("gateway", "control", "ListBuildings", True),
+        ("gateway", "optimizer", "ListSolvers", True),
+        ("gateway", "audit", "GetCheckpoint", True),
+        ("control", "optimizer", "ListSolvers", True),
+        ("control", "audit", "GetCheckpoint", True),
+        ("optimizer", "audit", "Append", True),
+        ("optimizer", "audit", "GetCheckpoint", False),
+        ("optimizer", "control", "ListBuildings", False),
+        ("audit", "optimizer", "ListSolvers", False),
+        ("control", "gateway", "ListBuildings", False),
+    ],
+)
+def test_service_to_service_calls_follow_the_design_matrix(
+    mesh: Mesh, caller: str, target: str, method: str, allowed: bool
+) -> None:
+    error = _call_through_egress(mesh, caller, target, method)
+    denied = (
+        error is not None
+        and error.code() == grpc.StatusCode.PERMISSION_DENIED
+        and error.details() == RBAC_DENIAL
+    )
+    assert denied is not allowed, error
+
+
+def test_a_device_may_open_a_control_session_but_call_nothing_else(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    cert, key = _identity_files(tmp_path, mesh.pki.authority(), device_id("b1", "ahu-2"))
+    identity = ClientIdentity(mesh.pki.ca_cert, cert, key)
+    with mesh_channel(ingress(mesh), "control", identity) as channel:
+        connect = channel.stream_stream(f"/{SERVICES['control']}/Connect")
+        try:
+            list(connect(iter(()), timeout=10))
+            connect_error = None
+        except grpc.RpcError as exc:
+            connect_error = exc
+        with pytest.raises(grpc.RpcError) as listing:
+            channel.unary_unary(f"/{SERVICES['control']}/ListBuildings")(b"", timeout=10)
+    assert connect_error is None or connect_error.details() != RBAC_DENIAL
+    assert listing.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert listing.value.details() == RBAC_DENIAL
+
+
+def test_envoy_admin_serves_prometheus_metrics_on_loopback(mesh: Mesh) -> None:
+    url = f"http://127.0.0.1:{mesh.ports['us-east'].admin}/stats/prometheus"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    assert 'envoy_cluster_upstream_rq_total{envoy_cluster_name="svc_optimizer"}' in text
+    assert 'envoy_http_rbac_denied{envoy_http_conn_manager_prefix="ingress"}' in text

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 from hvac.audit.v1 import audit_service_pb2 as pb
 
-from svc_audit.testing import ServedAudit, make_event
+from svc_audit.testing import ServedAudit, audit_config, make_event, served_audit
 
 WRITERS = 32
 EVENTS_PER_WRITER = 500
@@ -35,3 +36,19 @@ async def test_32_concurrent_writers_make_one_chain_without_gaps_forks_or_duplic
 
     result = await audit.stub.VerifyChain(pb.VerifyChainRequest())
     assert result.ok and result.records_checked == total
+
+
+async def test_two_instances_sharing_database_and_state_make_one_verifiable_chain(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = audit_config(database_url, tmp_path)
+    async with served_audit(config) as first, served_audit(config) as second:
+        for n in range(20):
+            instance = first if n % 2 else second
+            await instance.stub.Append(pb.AppendRequest(event=make_event(n)))
+            if n % 5 == 4:
+                await instance.runtime.checkpointer.sign_head()
+        for instance in (first, second):
+            result = await instance.stub.VerifyChain(pb.VerifyChainRequest())
+            assert result.ok and result.records_checked == 20
+            assert (result.checkpoints_checked, result.anchored_sequence) == (4, 20)

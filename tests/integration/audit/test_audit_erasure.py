@@ -160,3 +160,23 @@ async def test_a_cleared_subject_column_is_found_by_verification(
     result = await audit.stub.VerifyChain(pb.VerifyChainRequest())
     assert (result.ok, result.first_bad_sequence) == (False, 1)
     assert result.failure_reason == pb.VERIFY_FAILURE_REASON_HASH_MISMATCH
+
+
+async def test_an_altered_ciphertext_is_data_loss_on_read_not_a_crash(
+    audit: ServedAudit, pg: asyncpg.Connection
+) -> None:
+    await audit.stub.Append(pb.AppendRequest(event=make_event(1, personal=[ALICE])))
+    stored: bytes = await pg.fetchval("SELECT entry FROM audit.records WHERE seq = 1")
+    sealed = chain.decode(stored).entry.personal[0]
+    flipped = bytes([sealed.ciphertext[0] ^ 1]) + sealed.ciphertext[1:]
+    await pg.execute("ALTER TABLE audit.records DISABLE TRIGGER USER")
+    await pg.execute(
+        "UPDATE audit.records SET entry = $1 WHERE seq = 1",
+        stored.replace(sealed.ciphertext, flipped),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _records(audit)
+    assert caught.value.code() == grpc.StatusCode.DATA_LOSS
+    result = await audit.stub.VerifyChain(pb.VerifyChainRequest())
+    assert (result.ok, result.first_bad_sequence) == (False, 1)
+    assert result.failure_reason == pb.VERIFY_FAILURE_REASON_HASH_MISMATCH

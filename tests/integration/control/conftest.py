@@ -34,6 +34,7 @@ class Instance:
 async def running(
     database_url: str, namespace: RedisNamespace, **settings: Any
 ) -> AsyncIterator[Instance]:
+    settings.setdefault("control_loop", False)  # these tests issue commands themselves
     config = ControlConfig(
         database_url=database_url,
         redis_url=namespace.url,

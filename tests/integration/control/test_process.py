@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
+import grpc
 import pytest
+from hvac.control.v1 import control_service_pb2_grpc as ctl_grpc
 
 from meshctl.catalog import grpcurl
 from meshctl.processes import ServiceProcess
 from meshkit.testing import RedisNamespace
+from tests.integration.control.resources import EdgeDevice, registered
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +65,24 @@ def test_an_operator_creates_and_reads_a_building_with_grpcurl(
         assert listed.returncode == 0, listed.stderr
         [only] = json.loads(listed.stdout)["buildings"]
         assert (only["building_id"], only["control_interval"]) == ("hq", "900s")
+
+
+async def test_sigterm_ends_open_device_sessions_with_unavailable(
+    database_url: str, redis_namespace: RedisNamespace
+) -> None:
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_namespace.url,
+        "HVAC_CONTROL_REDIS_PREFIX": redis_namespace.prefix,
+        "HVAC_SHUTDOWN_GRACE_S": "0.5",
+    }
+    with ServiceProcess("control", env=env) as process:
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            stub = ctl_grpc.ControlServiceStub(channel)
+            await registered(stub)
+            device = EdgeDevice(stub)
+            await device.hello()
+            assert process.process is not None
+            process.process.send_signal(signal.SIGTERM)
+            assert (await device.error()).code() == grpc.StatusCode.UNAVAILABLE
+            assert process.process.wait(30) == 0

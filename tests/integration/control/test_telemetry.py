@@ -53,15 +53,17 @@ async def _stored(pg: asyncpg.Connection) -> list[int]:
 
 
 async def test_a_sample_is_stored_once_and_a_resend_is_already_exists(
-    device: EdgeDevice, pg: asyncpg.Connection
+    site: Instance, device: EdgeDevice, pg: asyncpg.Connection
 ) -> None:
     sample = telemetry(1, reading(temperature_c=20.5), outdoor_temperature_c=3.0)
     assert (await device.telemetry_ack(sample)).status.code == code_pb2.OK
     resent = await device.telemetry_ack(sample)
     assert (resent.sequence, resent.status.code) == (1, code_pb2.ALREADY_EXISTS)
     assert await _stored(pg) == [1]
-    row = await pg.fetchrow("SELECT * FROM control.telemetry")
-    assert row["outdoor_temperature_c"] == 3.0
+    [(device_id, stored)] = await site.servicer.store.telemetry_between(
+        "hq", datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC)
+    )
+    assert (device_id, stored) == ("gw1", sample)
     partition = await pg.fetchval(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " WHERE i.inhparent = 'control.telemetry'::regclass"

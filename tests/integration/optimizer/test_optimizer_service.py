@@ -173,3 +173,31 @@ async def test_the_qpu_path_runs_end_to_end_on_the_mock_sampler() -> None:
     assert qpu.qpu.qpu_access_time.ToNanoseconds() > 0
     assert qpu.qpu.num_reads == 100
     assert {s.backend: s for s in listed.solvers}[pb.BACKEND_QPU].configured
+
+
+async def test_a_short_rpc_deadline_shrinks_the_budget_so_the_final_update_arrives(
+    optimizer: pb_grpc.OptimizerServiceStub,
+) -> None:
+    request = _request(10, 96, 30.0, cache_policy=pb.CACHE_POLICY_BYPASS)
+    # Without the shrink the 30 s budget would outlive the RPC: DEADLINE_EXCEEDED, no final.
+    responses = [r async for r in optimizer.Solve(request, timeout=1.5)]
+    assert responses[-1].final
+    assert responses[-1].status in (pb.SOLVE_STATUS_FEASIBLE, pb.SOLVE_STATUS_OPTIMAL)
+
+
+async def test_solves_beyond_the_replica_limit_are_resource_exhausted() -> None:
+    async with services(OptimizerConfig(max_concurrent_solves=1)) as built:
+        server = await serve(built)
+        try:
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                stub = pb_grpc.OptimizerServiceStub(channel)
+                first = stub.Solve(_request(10, 96, 30.0, cache_policy=pb.CACHE_POLICY_BYPASS))
+                await first.read()
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    async for _ in stub.Solve(_request(2, 8, 0.5)):
+                        pass
+                first.cancel()
+        finally:
+            await server.stop(0)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "grpc-status-details-bin" in dict(caught.value.trailing_metadata() or ())

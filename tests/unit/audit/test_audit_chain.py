@@ -121,3 +121,40 @@ def test_well_hashed_garbage_is_a_malformed_record() -> None:
     garbage = b"\x01not a record"
     row = StoredRow(1, chain.ZERO_HASH, chain.record_hash(chain.ZERO_HASH, garbage), garbage, False)
     assert _first_fault([row]) == (1, FaultReason.MALFORMED_RECORD)
+
+
+def _batch_fault(rows: list[StoredRow]) -> tuple[int, FaultReason] | None:
+    verifier = ChainVerifier(1, chain.ZERO_HASH)
+    as_tuples = [
+        (r.sequence, r.previous_hash, r.record_hash, r.canonical, r.columns_agree, list(r.subjects))
+        for r in rows
+    ]
+    fault = verifier.feed_rows(as_tuples, watch=set())
+    return None if fault is None else (fault.sequence, fault.reason)
+
+
+def test_the_batch_path_finds_the_same_faults_as_the_row_path() -> None:
+    from dataclasses import replace
+
+    rows = _rows(6)
+    cases = [
+        rows,
+        rows[:2] + rows[3:],
+        rows[:3] + rows[2:],
+        [*rows[:2], replace(rows[3], sequence=3), replace(rows[2], sequence=4), *rows[4:]],
+        [*rows[:4], replace(rows[4], columns_agree=False), rows[5]],
+        [*rows[:1], replace(rows[1], canonical=b"\x01junk"), *rows[2:]],
+    ]
+    for case in cases:
+        assert _batch_fault(case) == _first_fault(case)
+
+
+def test_the_batch_path_remembers_hashes_at_watched_sequences() -> None:
+    rows = _rows(5)
+    verifier = ChainVerifier(1, chain.ZERO_HASH)
+    batch: list[tuple[object, ...]] = [
+        (r.sequence, r.previous_hash, r.record_hash, r.canonical, True, []) for r in rows
+    ]
+    assert verifier.feed_rows(batch, watch={2, 5}) is None
+    assert verifier.hashes_at == {2: rows[1].record_hash, 5: rows[4].record_hash}
+    assert (verifier.records_checked, verifier.expected) == (5, 6)

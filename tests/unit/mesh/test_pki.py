@@ -142,6 +142,8 @@ def test_a_ca_near_its_end_is_replaced_rather_than_issuing_stunted_certificates(
     pki = Pki(tmp_path / "pki")
     old = CertificateAuthority.create(lifetime=dt.timedelta(hours=1))
     old.save(pki.ca_cert, tmp_path / "pki" / "ca.key")
+    assert pki.renew_ca_if_ending()
     renewed = pki.authority()
+    assert not pki.renew_ca_if_ending()
     assert renewed.certificate.serial_number != old.certificate.serial_number
     assert renewed.certificate.not_valid_after_utc > dt.datetime.now(dt.UTC) + SERVICE_LIFETIME

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import threading
 
+import highspy
 import numpy as np
 import pytest
 from google.protobuf import duration_pb2
@@ -14,6 +16,8 @@ from hypothesis import strategies as st
 
 from svc_optimizer.evaluate import Constraint, evaluate, totals, violation
 from svc_optimizer.feasibility import infeasibility, lowest_schedule
+from svc_optimizer.formulation import build
+from svc_optimizer.highs import solver
 from svc_optimizer.polish import polish
 from svc_optimizer.problem import Problem, from_proto
 from svc_optimizer.repair import repair
@@ -104,12 +108,16 @@ def reference_feasible(message: sp.ScheduleProblem, levels: list[list[int]]) -> 
         has_initial = zone.HasField("initial_level_index")
         before = zone.power_levels_kw[zone.initial_level_index] > 0 if has_initial else None
         elapsed = zone.initial_state_steps if zone.HasField("initial_state_steps") else 10**9
+        min_on = zone.min_on_steps if zone.min_on_steps > 1 else 0
+        min_off = zone.min_off_steps if zone.min_off_steps > 1 else 0
+        if has_initial and before != on[0] and elapsed < (min_on if before else min_off):
+            return False  # the state held before the horizon ended too early
         k = 0
         while k < steps:
             end = k
             while end < steps and on[end] == on[k]:
                 end += 1
-            minimum = zone.min_on_steps if on[k] else zone.min_off_steps
+            minimum = min_on if on[k] else min_off
             if k == 0:
                 if not has_initial:
                     k = end
@@ -258,3 +266,30 @@ def test_brute_force_enumeration_scores_by_the_evaluator_batch() -> None:
     batch = totals(problem, grid)
     for i in (0, 17, len(grid) - 1):
         assert batch[i] == pytest.approx(evaluate(problem, grid[i]).total)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schedule_problems(max_zones=2, max_steps=4))
+def test_the_milp_optimum_equals_exhaustive_search(message: sp.ScheduleProblem) -> None:
+    problem = from_proto(message)
+    choices = [range(int(n)) for n in problem.level_count]
+    grid = itertools.product(*[c for c in choices for _ in range(problem.steps)])
+    feasible = [
+        levels
+        for levels in (np.array(g).reshape(problem.zones, problem.steps) for g in grid)
+        if violation(problem, levels) is None
+    ]
+    model = build(problem, integer=True)
+    h = solver(model, 30.0, threading.Event())
+    h.setOptionValue("mip_rel_gap", 0.0)
+    h.run()
+    if not feasible:
+        assert infeasibility(problem) is not None
+        assert h.getModelStatus() == highspy.HighsModelStatus.kInfeasible
+        return
+    assert infeasibility(problem) is None
+    best = float(totals(problem, np.stack(feasible)).min())
+    assert h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+    found = model.decode(np.asarray(h.getSolution().col_value))
+    assert violation(problem, found) is None
+    assert evaluate(problem, found).total == pytest.approx(best, rel=1e-6, abs=1e-6)
