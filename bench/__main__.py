@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from bench import audit, control_sessions, mesh, serve, solver
+from bench import audit, control, control_sessions, mesh, serve, solver
 
 
 def main() -> int:
     failures = 0
-    for module in (serve, control_sessions, mesh, audit, solver):
+    for module in (serve, control_sessions, mesh, audit, solver, control):
         failures += module.main()
     return 1 if failures else 0
 

@@ -121,8 +121,11 @@ def _health_check(spec: ServiceSpec, timing: HealthTiming) -> HealthCheck:
 
 def _resilience() -> tuple[OutlierDetection, CircuitBreakers]:
     # consecutive_5xx keeps Envoy's default (5): betterproto2 cannot spell that field's name.
+    # Gateway failures (connection refused or reset, 502-504) eject a host at once after two in a
+    # row; Envoy only counts them unless told to enforce.
     outliers = OutlierDetection(
         consecutive_gateway_failure=2,
+        enforcing_consecutive_gateway_failure=100,
         interval=dt.timedelta(seconds=1),
         base_ejection_time=dt.timedelta(seconds=5),
         max_ejection_percent=100,
@@ -191,9 +194,12 @@ def service_cluster(
         for other in topology.other_regions(region)
     ]
     cluster = _cluster(f"svc_{spec.name}", spec, localities, timing)
+    # With one host per region, "panic" (routing to unhealthy hosts once half are down) would
+    # send calls to a dead instance; never panic.
+    cluster.common_lb_config = ClusterCommonLbConfig(healthy_panic_threshold=Percent(value=0.0))
     if active_active:
-        cluster.common_lb_config = ClusterCommonLbConfig(
-            locality_weighted_lb_config=ClusterCommonLbConfigLocalityWeightedLbConfig()
+        cluster.common_lb_config.locality_weighted_lb_config = (
+            ClusterCommonLbConfigLocalityWeightedLbConfig()
         )
     # Each remote endpoint must prove it is that region's Envoy; local ones stay plaintext.
     cluster.transport_socket_matches = [

@@ -69,8 +69,9 @@ def check_health(
 
 
 def run(state_dir: Path) -> int:
-    """Print health per region and service; 0 when every service is SERVING from its region."""
-    from meshctl.topology import Topology
+    """Print health per region and service; 0 when every service is SERVING (from its own
+    region, unless it is active-active)."""
+    from meshctl.topology import Failover, Topology
     from meshctl.up import ENDPOINTS_FILE, Endpoints
 
     if not (state_dir / ENDPOINTS_FILE).exists():
@@ -84,7 +85,9 @@ def run(state_dir: Path) -> int:
         address = f"127.0.0.1:{ports.ingress}"
         for spec in Topology().services:
             report = check_health(address, spec.name, spec.grpc_service, identity)
-            healthy &= report.status == "SERVING" and report.served_by == region
+            # Active-active services may answer from either region; the others from their own.
+            local = report.served_by == region or spec.failover is Failover.ACTIVE_ACTIVE
+            healthy &= report.status == "SERVING" and local
             print(
                 f"{region:<9} {spec.name:<10} {address:<17} {report.status:<12} {report.served_by}"
             )

@@ -98,7 +98,11 @@ class Mesh:
         topology: Topology | None = None,
         options: RenderOptions | None = None,
         supervisor: Supervisor | None = None,
+        database_url: str | None = None,
+        redis_url: str | None = None,
     ) -> None:
+        """``database_url`` / ``redis_url`` name servers to use as they are; when None, the
+        servers named by ``DATABASE_URL`` / ``REDIS_URL`` are used, or embedded ones started."""
         self.state_dir = state_dir.resolve()
         self.topology = topology or Topology()
         self.options = options or RenderOptions()
@@ -108,7 +112,8 @@ class Mesh:
         self.ports: dict[str, RegionPorts] = {}
         self.postgres: PostgresServer | None = None
         self.redis: RedisServer | None = None
-        self.database_url = ""
+        self.database_url = database_url or ""
+        self.redis_url = redis_url or ""
 
     # ------------------------------------------------------------------ certificates, configs
 
@@ -138,19 +143,21 @@ class Mesh:
     # ------------------------------------------------------------------ processes
 
     def _start_backends(self) -> None:
-        self.postgres = postgres_server_from_env()
-        if self.postgres.is_embedded:
-            self.database_url = _run(self.postgres.create_database("hvac"))
-        else:
-            self.database_url = self.postgres.admin_url
-        self.redis = redis_server_from_env()
+        if not self.database_url:
+            self.postgres = postgres_server_from_env()
+            if self.postgres.is_embedded:
+                self.database_url = _run(self.postgres.create_database("hvac"))
+            else:
+                self.database_url = self.postgres.admin_url
+        if not self.redis_url:
+            self.redis = redis_server_from_env()
+            self.redis_url = self.redis.url
 
     def _service_env(self, region: str, service: str) -> dict[str, str]:
-        assert self.redis is not None
         return {
             "HVAC_REGION": region,
             "DATABASE_URL": self.database_url,
-            "REDIS_URL": self.redis.url,
+            "REDIS_URL": self.redis_url,
             "HVAC_MESH_EGRESS": f"127.0.0.1:{self.ports[region].egress[service]}",
             "HVAC_TRUSTED_PROXIES": ENVOY_SOURCE_ADDRESS,
             "AUDIT_STATE_DIR": str(self.state_dir / "audit" / region),

@@ -47,7 +47,9 @@ def reading_of(zone: Observation, index: int) -> resources_pb2.ZoneReading:
         zone_id=seen.zone_id,
         temperature_c=seen.temperature_c,
         occupancy=(
-            resources_pb2.OCCUPANCY_OCCUPIED if seen.occupied else resources_pb2.OCCUPANCY_UNOCCUPIED
+            resources_pb2.OCCUPANCY_OCCUPIED
+            if seen.occupied
+            else resources_pb2.OCCUPANCY_UNOCCUPIED
         ),
         power_kw=seen.power_kw,
         power_stage=seen.power_stage,

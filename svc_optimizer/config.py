@@ -17,7 +17,13 @@ class OptimizerConfig(ServerConfig):
     rpc_margin_s: float = env(
         "HVAC_OPTIMIZER_RPC_MARGIN_S",
         0.05,
-        "time kept back from the RPC deadline to send the final update",
+        "time kept back from the RPC deadline to send the final update, plus the fraction below",
+    )
+    rpc_margin_fraction: float = env(
+        "HVAC_OPTIMIZER_RPC_MARGIN_FRACTION",
+        0.1,
+        "share of the time left before the RPC deadline also kept back (stopping solvers on a "
+        "busy machine takes longer)",
     )
     breaker_failures: int = env(
         "HVAC_OPTIMIZER_BREAKER_FAILURES", 3, "consecutive failures that open a backend's breaker"

@@ -1,7 +1,8 @@
 """The constrained quadratic model for Leap's hybrid solver: the MILP of `formulation`, as is.
 
 Built from the same sparse matrices, so it is faithful to the MILP by construction: integer or
-binary level variables, real temperatures and slacks, one constraint per row.
+binary level variables, real temperatures and slacks, one constraint per row (one-hot level
+choices as discrete constraints).
 """
 
 from __future__ import annotations
@@ -34,13 +35,22 @@ def build_cqm(problem: Problem) -> tuple[dimod.ConstrainedQuadraticModel, Linear
             cqm.add_variable("REAL", j, lower_bound=low, upper_bound=high)
     cqm.objective.add_linear_from((j, float(c)) for j, c in enumerate(model.cost) if c)
     cqm.objective.offset = model.offset
+    # One binary per level (unequally spaced zones): discrete constraints, which Leap's solver
+    # handles natively. Overlap checking is quadratic in their number, and they cannot overlap.
+    groups = [cols for cols in model.level_columns if cols.ndim == 2]
+    one_hot = set()
+    for cols in groups:
+        for k, group in enumerate(cols.tolist()):
+            cqm.add_discrete(group, label=f"level-{group[0]}-{k}", check_overlaps=False)
+            one_hot.add(tuple(group))
     rows = model.matrix.tocsr()
     for r in range(rows.shape[0]):
         start, end = rows.indptr[r], rows.indptr[r + 1]
-        terms = list(
-            zip(rows.indices[start:end].tolist(), rows.data[start:end].tolist(), strict=True)
-        )
+        columns = rows.indices[start:end].tolist()
+        terms = list(zip(columns, rows.data[start:end].tolist(), strict=True))
         low, high = model.row_lower[r], model.row_upper[r]
+        if low == high == 1.0 and tuple(sorted(columns)) in one_hot:
+            continue  # already a discrete constraint
         if low == high:
             cqm.add_constraint_from_iterable(terms, "==", float(low), label=f"r{r}")
             continue

@@ -110,8 +110,12 @@ class LinearModel:
         return values
 
 
-def build(problem: Problem, integer: bool) -> LinearModel:
-    """The MILP of `problem` (or, with integer=False, its LP relaxation)."""
+def build(problem: Problem, integer: bool, switching: bool = True) -> LinearModel:
+    """The MILP of `problem` (or, with integer=False, its LP relaxation).
+
+    With switching=False the switching penalty is left out: a weaker bound, but an LP that
+    HiGHS solves 5-10 times faster (measured at 10x96 and 30x96).
+    """
     zones, steps, h = problem.zones, problem.steps, problem.step_hours
     b = _Builder()
     offset = 0.0
@@ -159,7 +163,8 @@ def build(problem: Problem, integer: bool) -> LinearModel:
     cap_rhs = problem.peak_power_cap_kw - power_const.sum(axis=0)
     b.add_rows(cap_terms, np.full(steps, -np.inf), cap_rhs)
     change_columns = [
-        _add_switching(b, problem, z, level_columns[z], integer) for z in range(zones)
+        _add_switching(b, problem, z, level_columns[z], integer) if switching else None
+        for z in range(zones)
     ]
     on_columns = [_add_min_times(b, problem, z, level_columns[z], integer) for z in range(zones)]
     rows = np.concatenate([e[0] for e in b.entries])

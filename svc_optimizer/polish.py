@@ -1,10 +1,13 @@
 """Local search on the true objective: the finishing step every backend shares.
 
 The objective is a sum over zones; only the peak cap couples them. So the search improves one
-zone at a time, scoring whole batches of candidate rows at once (one matrix product gives their
-temperature trajectories): single-step level changes, and shifts of heat between two steps a few
-hours apart. When the cap binds, it trades a level between two zones in the same step. Every
-accepted move keeps the schedule feasible and strictly lowers the evaluator's total.
+zone at a time, in turn, scoring whole batches of candidate rows at once (their temperature
+trajectories follow in O(T) each from the influence rows of the changed steps): single-step
+level changes, and shifts of heat between two steps a few hours apart. When those are
+exhausted, it trades a level between two zones in steps where the cap binds, and then also tries
+runs of steps set to one level. Every accepted move keeps the schedule feasible and strictly
+lowers the total; the scoring is the contract's objective per zone, and the schedules leaving
+here are scored again by the evaluator.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from svc_optimizer.problem import NO_LEVEL, BoolArray, FloatArray, IntArray, Pro
 
 SHIFT_WINDOW_STEPS = 12
 """How far apart (in steps) a shift move may move heat; 3 hours at 15-minute steps."""
+BLOCK_STEPS = (2, 4, 8)
+"""Lengths of the runs a block move sets to one level (smoothing rounded oscillations)."""
 IMPROVEMENT = 1e-9
 """A move must lower the total by more than this to count."""
 TOP_MOVES = 24
@@ -31,6 +36,7 @@ class _Zone:
     kw: FloatArray  # (L,)
     count: int
     influence: FloatArray  # (T, T): temperature at end of step j per kW in step k
+    influence_before: FloatArray  # (T+1, T): row k sums the influence rows of steps < k
     free_c: FloatArray  # (T,)
     lower_c: FloatArray
     upper_c: FloatArray
@@ -52,6 +58,7 @@ def _zone(problem: Problem, z: int) -> _Zone:
         kw=problem.levels_kw[z, :count].copy(),
         count=count,
         influence=influence,
+        influence_before=np.vstack([np.zeros((1, steps)), np.cumsum(influence, axis=0)]),
         free_c=problem.free_temperature_c[z],
         lower_c=problem.lower_c[z],
         upper_c=problem.upper_c[z],
@@ -83,53 +90,73 @@ def _costs(zone: _Zone, rows: IntArray, temps: FloatArray | None = None) -> Floa
     )
 
 
-def _candidates(zone: _Zone, row: IntArray) -> tuple[IntArray, IntArray, IntArray]:
-    """Rows one move away from `row`, with the (first, second) step each move changes.
+@dataclass(frozen=True)
+class _Moves:
+    """Candidate moves of one zone: steps [start, end) set to `level`, and optionally step
+    `other` (-1 for none) set to `other_level`. Arrays of equal length n."""
 
-    Moves: a single step to any level (second = first), and two steps up to
-    SHIFT_WINDOW_STEPS apart trading a level (heat moved earlier or later) or swapping levels.
-    """
-    steps = row.shape[0]
-    rows = [np.broadcast_to(row, (zone.count * steps, steps)).copy()]
-    step = np.repeat(np.arange(steps), zone.count)
-    rows[0][np.arange(len(step)), step] = np.tile(np.arange(zone.count), steps)
-    firsts, seconds = [step], [step]
-    for d in range(1, min(SHIFT_WINDOW_STEPS, steps - 1) + 1):
-        first = np.arange(steps - d)
-        for up in (1, -1):
-            moved = np.broadcast_to(row, (len(first), steps)).copy()
-            moved[first, first] += up
-            moved[first, first + d] -= up
-            rows.append(moved)
-        swapped = np.broadcast_to(row, (len(first), steps)).copy()
-        swapped[first, first] = row[first + d]
-        swapped[first, first + d] = row[first]
-        rows.append(swapped)
-        firsts += [first] * 3
-        seconds += [first + d] * 3
-    out = np.concatenate(rows)
-    valid = np.all((out >= 0) & (out < zone.count), axis=1) & np.any(out != row, axis=1)
-    return (
-        np.asarray(out[valid], dtype=np.int64),
-        np.concatenate(firsts)[valid],
-        np.concatenate(seconds)[valid],
+    start: IntArray
+    end: IntArray
+    level: IntArray
+    other: IntArray
+    other_level: IntArray
+
+    def row(self, i: int, current: IntArray) -> IntArray:
+        out = current.copy()
+        out[self.start[i] : self.end[i]] = self.level[i]
+        if self.other[i] >= 0:
+            out[self.other[i]] = self.other_level[i]
+        return out
+
+
+def _runs(zone: _Zone, steps: int, lengths: tuple[int, ...]) -> _Moves:
+    """Every run of each length set to every level (length 1: single-step changes)."""
+    starts = [np.arange(steps - n + 1) for n in lengths if n <= steps]
+    ends = [np.arange(n, steps + 1) for n in lengths if n <= steps]
+    start = np.repeat(np.concatenate(starts), zone.count)
+    none = np.full(len(start), -1)
+    return _Moves(
+        start,
+        np.repeat(np.concatenate(ends), zone.count),
+        np.tile(np.arange(zone.count), len(start) // zone.count),
+        none,
+        none,
     )
 
 
-def _moved_temperatures(
-    zone: _Zone, row: IntArray, rows: IntArray, first: IntArray, second: IntArray
-) -> FloatArray:
-    """Temperatures of candidate rows that differ from `row` at most at `first` and `second`:
-    O(n·T) from the influence rows of the two changed steps instead of O(n·T²)."""
-    base_power = zone.kw[row]
-    base = zone.free_c + base_power @ zone.influence
-    n = np.arange(rows.shape[0])
-    dp_first = zone.kw[rows[n, first]] - base_power[first]
-    dp_second = np.where(second != first, zone.kw[rows[n, second]] - base_power[second], 0.0)
-    return np.asarray(
-        base
-        + dp_first[:, None] * zone.influence[first]
-        + dp_second[:, None] * zone.influence[second]
+def _shifts(zone: _Zone, row: IntArray) -> _Moves:
+    """Two steps up to SHIFT_WINDOW_STEPS apart trading one level (heat moved earlier or
+    later) or swapping their levels."""
+    steps = row.shape[0]
+    parts = []
+    for d in range(1, min(SHIFT_WINDOW_STEPS, steps - 1) + 1):
+        first = np.arange(steps - d)
+        second = first + d
+        for new_first, new_second in (
+            (row[first] + 1, row[second] - 1),
+            (row[first] - 1, row[second] + 1),
+            (row[second], row[first]),
+        ):
+            parts.append((first, new_first, second, new_second))
+    if not parts:
+        empty = np.empty(0, dtype=np.int64)
+        return _Moves(empty, empty, empty, empty, empty)
+    first, new_first, second, new_second = (np.concatenate(p) for p in zip(*parts, strict=True))
+    valid = (
+        (new_first >= 0)
+        & (new_first < zone.count)
+        & (new_second >= 0)
+        & (new_second < zone.count)
+        & ((new_first != row[first]) | (new_second != row[second]))
+    )
+    return _Moves(
+        first[valid], first[valid] + 1, new_first[valid], second[valid], new_second[valid]
+    )
+
+
+def _concat(a: _Moves, b: _Moves) -> _Moves:
+    return _Moves(
+        *(np.concatenate([x, y]) for x, y in zip(vars(a).values(), vars(b).values(), strict=True))
     )
 
 
@@ -160,26 +187,27 @@ class _State:
         self.power[z] = self.zones[z].kw[row]
         self.cost[z] = cost
 
-    def improve_zone(self, z: int) -> bool:
-        """Apply improving moves to zone z from one batch scoring; True if any was applied."""
+    def improve_zone(self, z: int, with_runs: bool) -> bool:
+        """Apply improving moves to zone z from one batch scoring; True if any was applied.
+
+        Without `with_runs`, only single steps change (cheap); with it, runs of steps too.
+        """
         zone = self.zones[z]
-        rows, first, second = _candidates(zone, self.levels[z])
-        fit = self.fits(z, rows)
-        rows, first, second = rows[fit], first[fit], second[fit]
-        if rows.shape[0] == 0:
+        current = self.levels[z].copy()
+        lengths = (1, *BLOCK_STEPS) if with_runs else (1,)
+        moves = _concat(_runs(zone, current.shape[0], lengths), _shifts(zone, current))
+        moves = self._fitting(z, moves)
+        if moves.start.shape[0] == 0:
             return False
-        temps = _moved_temperatures(zone, self.levels[z], rows, first, second)
-        costs = _costs(zone, rows, temps)
+        costs = self._move_costs(z, moves)
         order = np.argsort(costs)[:TOP_MOVES]
         improved = False
-        base = self.levels[z].copy()
         for i in order:
             if costs[i] >= self.cost[z] - IMPROVEMENT and not improved:
                 break
-            # Re-apply the move's changed steps onto the current row and score it exactly.
-            changed = rows[i] != base
-            row = self.levels[z].copy()
-            row[changed] = rows[i][changed]
+            # Re-apply the move onto the current row (earlier moves may have changed it) and
+            # score it exactly before accepting.
+            row = moves.row(int(i), self.levels[z])
             if not self.fits(z, row[None, :])[0] or not self.runs_ok(z, row):
                 continue
             cost = float(_costs(zone, row[None, :])[0])
@@ -188,46 +216,132 @@ class _State:
                 improved = True
         return improved
 
+    def _fitting(self, z: int, moves: _Moves) -> _Moves:
+        """The moves that keep every changed step under the cap."""
+        zone = self.zones[z]
+        slack = self.cap - (self.total_kw - self.power[z])  # room for this zone's power
+        # Least room over each run [start, end): a sparse-table-free way via cumulative minima
+        # per run length (few distinct lengths).
+        least = np.empty(moves.start.shape[0])
+        lengths = moves.end - moves.start
+        for n in np.unique(lengths):
+            pick = lengths == n
+            window = np.lib.stride_tricks.sliding_window_view(slack, int(n)).min(axis=1)
+            least[pick] = window[moves.start[pick]]
+        ok = zone.kw[moves.level] <= least
+        has_other = moves.other >= 0
+        other = np.where(has_other, moves.other, 0)
+        ok &= ~has_other | (zone.kw[moves.other_level] <= slack[other])
+        return _Moves(*(a[ok] for a in vars(moves).values()))
+
+    def _move_costs(self, z: int, moves: _Moves) -> FloatArray:
+        """The zone's total after each move, in O(n·T) without building the rows."""
+        zone = self.zones[z]
+        row = self.levels[z]
+        steps = row.shape[0]
+        power = zone.kw[row]
+        heat_before = np.vstack(
+            [np.zeros((1, steps)), np.cumsum(power[:, None] * zone.influence, axis=0)]
+        )
+        base_temps = zone.free_c + heat_before[-1]
+        energy_before = np.concatenate([[0.0], np.cumsum(power * zone.price_h)])
+        price_before = np.concatenate([[0.0], np.cumsum(zone.price_h)])
+        start, end, level = moves.start, moves.end, moves.level
+        has_other = moves.other >= 0
+        other = np.where(has_other, moves.other, 0)
+        other_dp = np.where(has_other, zone.kw[moves.other_level] - power[other], 0.0)
+        temps = (
+            base_temps
+            + zone.kw[level][:, None] * (zone.influence_before[end] - zone.influence_before[start])
+            - (heat_before[end] - heat_before[start])
+            + other_dp[:, None] * zone.influence[other]
+        )
+        energy = (
+            energy_before[-1]
+            + zone.kw[level] * (price_before[end] - price_before[start])
+            - (energy_before[end] - energy_before[start])
+            + zone.price_h[other] * other_dp
+        )
+        outside = np.maximum(0.0, zone.lower_c - temps) + np.maximum(0.0, temps - zone.upper_c)
+        return np.asarray(
+            energy
+            + zone.weight_h * outside.sum(axis=1)
+            + zone.penalty * self._changes_after(z, moves)
+        )
+
+    def _changes_after(self, z: int, moves: _Moves) -> IntArray:
+        """Level changes of the zone after each move, from the transitions the move touches."""
+        zone = self.zones[z]
+        row = self.levels[z]
+        steps = row.shape[0]
+        has_initial = zone.initial != NO_LEVEL
+        # change[j]: level of step j differs from step j-1 (j = 0: from the initial level).
+        change = np.concatenate(
+            [[has_initial and row[0] != zone.initial], row[1:] != row[:-1]]
+        ).astype(np.int64)
+        changes_before = np.concatenate([[0], np.cumsum(change)])
+        start, end, level = moves.start, moves.end, moves.level
+        other, other_level = moves.other, moves.other_level
+
+        def new_level(j: IntArray) -> IntArray:
+            inside = (j >= start) & (j < end)
+            at_other = (j == other) & (other >= 0)
+            return np.where(
+                inside, level, np.where(at_other, other_level, row[np.clip(j, 0, steps - 1)])
+            )
+
+        def touched(j: IntArray, valid: BoolArray) -> IntArray:
+            """New minus old transition at j (0 where not valid)."""
+            jj = np.clip(j, 0, steps - 1)
+            before = np.where(j > 0, new_level(j - 1), zone.initial)
+            new = (new_level(j) != before) & ((j > 0) | has_initial)
+            return np.where(valid, new.astype(np.int64) - change[jj], 0)
+
+        # Transitions strictly inside a run vanish; those at its edges and around `other` change.
+        inner = np.maximum(
+            changes_before[np.maximum(end, start + 1)] - changes_before[start + 1], 0
+        )
+        delta = touched(start, np.ones_like(start, dtype=bool)) - inner
+        delta += touched(end, (end < steps) & (end != other))
+        delta += touched(other, other >= 0)
+        delta += touched(other + 1, (other >= 0) & (other + 1 < steps))
+        return np.asarray(changes_before[-1] + delta)
+
     def trade_at_cap(self) -> bool:
         """Move one level from one zone to another in steps where the cap binds."""
-        steps = self.problem.steps
+        smallest_step_kw = float(np.min(np.diff(self.problem.levels_kw[:, :2], axis=1)))
+        binding = np.flatnonzero(self.total_kw > self.cap - smallest_step_kw - 1e-3)
         improved = False
-        for k in np.flatnonzero(
-            self.total_kw > self.cap - 1e-3 - np.min(self.problem.levels_kw[:, 1])
-        ):
-            ups: list[tuple[float, int, IntArray, float]] = []
-            downs: list[tuple[float, int, IntArray, float]] = []
-            for z, zone in enumerate(self.zones):
-                level = int(self.levels[z, k])
-                for delta, bucket in ((1, ups), (-1, downs)):
-                    if 0 <= level + delta < zone.count:
-                        row = self.levels[z].copy()
-                        row[k] = level + delta
-                        if self.runs_ok(z, row):
-                            cost = float(_costs(zone, row[None, :])[0])
-                            bucket.append((cost - self.cost[z], z, row, cost))
-            for up in sorted(ups, key=lambda u: u[0])[:3]:
-                for down in sorted(downs, key=lambda d: d[0])[:3]:
-                    if up[1] == down[1] or up[0] + down[0] >= -IMPROVEMENT:
-                        continue
-                    zu, zd = up[1], down[1]
-                    new_total = (
-                        self.total_kw[k]
-                        + self.zones[zu].kw[up[2][k]]
-                        - self.power[zu, k]
-                        + self.zones[zd].kw[down[2][k]]
-                        - self.power[zd, k]
-                    )
-                    if new_total <= self.cap[k]:
-                        self.accept(zd, down[2], down[3])
-                        self.accept(zu, up[2], up[3])
-                        improved = True
-                        break
-                else:
-                    continue
-                break
-        del steps
+        for k in binding:
+            improved |= self._trade_at(int(k))
         return improved
+
+    def _one_level(self, k: int, delta: int) -> list[tuple[float, int, IntArray, float]]:
+        """(change of total, zone, row, zone cost) for each zone moved `delta` levels at k."""
+        out = []
+        for z, zone in enumerate(self.zones):
+            level = int(self.levels[z, k]) + delta
+            if 0 <= level < zone.count:
+                row = self.levels[z].copy()
+                row[k] = level
+                if self.runs_ok(z, row):
+                    cost = float(_costs(zone, row[None, :])[0])
+                    out.append((cost - self.cost[z], z, row, cost))
+        return sorted(out, key=lambda move: move[0])[:3]
+
+    def _trade_at(self, k: int) -> bool:
+        downs = self._one_level(k, -1)
+        for gain, up, up_row, up_cost in self._one_level(k, 1):
+            for loss, down, down_row, down_cost in downs:
+                if up == down or gain + loss >= -IMPROVEMENT:
+                    continue
+                total = self.total_kw[k] - self.power[up, k] - self.power[down, k]
+                total += self.zones[up].kw[up_row[k]] + self.zones[down].kw[down_row[k]]
+                if total <= self.cap[k]:
+                    self.accept(down, down_row, down_cost)
+                    self.accept(up, up_row, up_cost)
+                    return True
+        return False
 
 
 def polish(
@@ -243,14 +357,16 @@ def polish(
     schedule at most every `report_every_s` seconds while it improves.
     """
     state = _State(problem, levels)
-    # Zones in turn (round robin), so that an early stop leaves every zone partly polished.
+    # Zones in turn (round robin), so that an early stop leaves every zone partly polished;
+    # cheap single-step moves first, runs of steps once those are exhausted.
     active = list(range(problem.zones))
     turn = 0
+    blocks = False
     last_report = time.monotonic()
     while not stop():
         if active:
             turn %= len(active)
-            if state.improve_zone(active[turn]):
+            if state.improve_zone(active[turn], blocks):
                 turn += 1
                 if report is not None and time.monotonic() - last_report >= report_every_s:
                     report(state.levels.copy())
@@ -258,7 +374,11 @@ def polish(
             else:
                 del active[turn]
             continue
-        if not state.trade_at_cap():
+        if state.trade_at_cap():
+            active = list(range(problem.zones))
+        elif not blocks:
+            blocks = True
+            active = list(range(problem.zones))
+        else:
             break
-        active = list(range(problem.zones))
     return state.levels

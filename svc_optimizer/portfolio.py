@@ -208,7 +208,8 @@ class _Solve:
             if time.monotonic() >= self.deadline:
                 stats.runs_timed_out += 1
         except asyncio.CancelledError:
-            stats.runs_timed_out += 1
+            if time.monotonic() >= self.deadline:  # not when stopped early by a proven gap
+                stats.runs_timed_out += 1
             raise
         except Exception:  # a failing backend is counted, never fatal
             ok = False

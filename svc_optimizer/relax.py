@@ -32,9 +32,15 @@ class Relaxation:
     lower_bound: float
 
 
-def solve_relaxation(problem: Problem, time_limit_s: float, stop: threading.Event) -> Relaxation:
-    """Solve the LP relaxation; raises RelaxationError without an optimal LP solution."""
-    model = build(problem, integer=False)
+def solve_relaxation(
+    problem: Problem, time_limit_s: float, stop: threading.Event, switching: bool = True
+) -> Relaxation:
+    """Solve the LP relaxation; raises RelaxationError without an optimal LP solution.
+
+    With switching=False, the (much faster) LP without the switching penalty: still a lower
+    bound, as that penalty is never negative.
+    """
+    model = build(problem, integer=False, switching=switching)
     h = solver(model, time_limit_s, stop)
     h.run()
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:

@@ -1,12 +1,16 @@
 """Backend `relax-polish`: LP relaxation → rounding with error diffusion and cap repair → polish.
 
-The fast default. It proposes a myopic (thermostat-like) schedule within milliseconds, reports
-the LP optimum as a lower bound, proposes the repaired rounding, then the polished schedule as
-it improves. Without an LP solution (interrupted, or too little time), it polishes the myopic
-schedule instead.
+The fast default. It proposes a myopic (thermostat-like) schedule within milliseconds, solves
+the LP relaxation without the switching penalty (5-10x faster than with it, and its rounding
+polishes as well) for a trajectory and a first bound, proposes the repaired rounding, then the
+polished schedule as it improves; with time left, the full LP for a tighter bound, then two
+other roundings of the LP. Without an LP solution
+(interrupted, or too little time), it polishes the myopic schedule instead.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
@@ -33,19 +37,37 @@ class RelaxPolish:
         first = repair_power(problem, myopic_power_kw(problem), gradient)
         run.propose(first)
         try:
-            relaxation = solve_relaxation(problem, run.remaining_s(), run.stop)
+            # The LP without the switching penalty is 5-10x faster and rounds as well.
+            relaxation = solve_relaxation(problem, run.remaining_s(), run.stop, switching=False)
         except RelaxationError:
             if run.should_stop():
                 return
-            start = first
-        else:
-            run.bound(relaxation.lower_bound)
-            # Where the cap binds, step down first where energy is dearest: the owed heat is
-            # then delivered later by error diffusion.
-            start = repair_power(problem, relaxation.power_kw, gradient)
+            run.propose(polish(problem, first, run.should_stop, run.propose))
+            return
+        run.bound(relaxation.lower_bound)
+        # Where the cap binds, step down first where energy is dearest: the owed heat is then
+        # delivered later by error diffusion.
+        start = repair_power(problem, relaxation.power_kw, gradient)
         run.propose(start)
-        best = polish(problem, start, run.should_stop, run.propose)
-        run.propose(best)
+        run.propose(polish(problem, start, run.should_stop, run.propose))
+        if run.should_stop():
+            return
+        # Time left: the full LP's tighter bound (after the polish, not beside it: on two cores
+        # the MILP process already takes the other one).
+        with contextlib.suppress(RelaxationError):
+            run.bound(solve_relaxation(problem, run.remaining_s(), run.stop).lower_bound)
+        # Other roundings of the same LP lead to other local optima. Rounding to the nearest
+        # level keeps flat stretches flat; diffusion from a smoothed trajectory too.
+        power_kw = relaxation.power_kw
+        nearest = np.argmin(np.abs(problem.levels_kw[:, None, :] - power_kw[:, :, None]), axis=2)
+        smoothed = np.apply_along_axis(
+            lambda row: np.convolve(row, np.full(4, 0.25), mode="same"), 1, power_kw
+        )
+        for other in (problem.power_kw(nearest), smoothed):
+            if run.should_stop():
+                return
+            start = repair_power(problem, other, gradient)
+            run.propose(polish(problem, start, run.should_stop, run.propose))
 
 
 def myopic_power_kw(problem: Problem) -> FloatArray:

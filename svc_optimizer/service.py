@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 import grpc
+from dwave.cloud.config import get_configfile_path
+from dwave.system import DWaveSampler, LeapHybridCQMSampler
 from google.protobuf import duration_pb2, timestamp_pb2
 from hvac.optimizer.v1 import optimizer_service_pb2 as pb
 from hvac.optimizer.v1 import optimizer_service_pb2_grpc as pb_grpc
@@ -31,6 +34,8 @@ from svc_optimizer.qpu import Qpu
 from svc_optimizer.relax_polish import RelaxPolish
 
 DEFAULT_BUDGET_S = 1.0
+
+log = logging.getLogger("svc_optimizer.service")
 
 _STATUS = {
     Status.IMPROVING: pb.SOLVE_STATUS_IMPROVING,
@@ -79,7 +84,8 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         )
         remaining = context.time_remaining()
         if remaining is not None:  # None without an RPC deadline
-            budget = min(budget, remaining - self.config.rpc_margin_s)
+            margin = self.config.rpc_margin_s + self.config.rpc_margin_fraction * remaining
+            budget = min(budget, remaining - margin)
         return budget
 
     async def Solve(  # the generated servicer's name
@@ -118,10 +124,12 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
                 async for update in updates:
                     sequence += 1
                     answer = response(problem, update, sequence, digest)
-                    if answer.final and self.cache is not None and use_cache:
-                        await self.cache.store(
-                            digest, request.backend_preference, budget, gap, answer
-                        )
+                    if answer.final:
+                        _log_final(update, digest, problem)
+                        if self.cache is not None and use_cache:
+                            await self.cache.store(
+                                digest, request.backend_preference, budget, gap, answer
+                            )
                     yield answer
             except PreferenceError as exc:
                 status = (
@@ -137,6 +145,23 @@ class OptimizerServicer(pb_grpc.OptimizerServiceServicer):
         self, request: pb.ListSolversRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSolversResponse:
         return list_solvers(self.portfolio)
+
+
+def _log_final(update: Update, digest: str, problem: Problem) -> None:
+    log.info(
+        "solve finished",
+        extra={
+            "problem_sha256": digest,
+            "zones": problem.zones,
+            "steps": problem.steps,
+            "status": update.status.name,
+            "total": None if update.objective is None else update.objective.total,
+            "relative_gap": update.gap,
+            "backend": None if update.backend is None else update.backend.name,
+            "elapsed_s": round(update.elapsed_s, 4),
+            "failed_backends": [s.backend.name for s in update.stats if s.runs_failed],
+        },
+    )
 
 
 def list_solvers(portfolio: Portfolio) -> pb.ListSolversResponse:
@@ -253,14 +278,13 @@ def _stats(stats: Stats) -> pb.BackendStats:
 
 
 def default_backends(config: OptimizerConfig) -> list[Backend]:
-    """The backends of a replica under `config`; the QPU only with a D-Wave token."""
-    token = config.dwave_token
-    if token:
-        from dwave.system import DWaveSampler, LeapHybridCQMSampler
-
+    """The backends of a replica under `config`; the QPU only with D-Wave credentials."""
+    # Credentials: the token, else the dwave-cloud-client configuration file if there is one.
+    client: dict[str, str] = {"token": config.dwave_token} if config.dwave_token else {}
+    if client or get_configfile_path() is not None:
         qpu = Qpu(
-            lambda: DWaveSampler(token=token),
-            lambda: LeapHybridCQMSampler(token=token),
+            lambda: DWaveSampler(**client),
+            lambda: LeapHybridCQMSampler(**client),
             config.qpu_direct_max_variables,
         )
     else:

@@ -126,7 +126,13 @@ def _drill(mesh: Mesh, service: str, call: Call, before: set[str]) -> None:
         )
     outcomes = client.outcomes
     failed = [o for o in outcomes if not o.answered]
-    assert failed == [], f"{len(failed)} of {len(outcomes)} calls failed: {failed[:3]}"
+    when = [
+        (round(o.started_at - killed_at, 2), round(o.started_at - resumed_at, 2)) for o in failed
+    ]
+    assert failed == [], (
+        f"{len(failed)} of {len(outcomes)} calls failed at (s after kill, s after resume) {when}: "
+        f"{failed[:2]}"
+    )
     while_down = [o for o in outcomes if killed_at < o.started_at < resumed_at]
     assert while_down and {o.served_by for o in while_down} == {"eu-west"}
     assert any(o.served_by == "us-east" for o in outcomes if o.started_at > resumed_at)

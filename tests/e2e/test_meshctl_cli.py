@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from meshctl.up import ENDPOINTS_FILE, PID_FILE, Endpoints
-from meshkit.testing import process_is_alive
+from meshkit.testing import PostgresServer, process_is_alive
 
 
-def _meshctl(*args: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def cli_env(postgres_server: PostgresServer) -> Iterator[dict[str, str]]:
+    """The environment ``meshctl`` runs in: as ours, but with a database of its own when
+    ``DATABASE_URL`` names an external server (otherwise it starts an embedded one)."""
+    env = dict(os.environ)
+    if postgres_server.is_embedded:
+        yield env
+        return
+    env["DATABASE_URL"] = asyncio.run(postgres_server.create_database("meshcli"))
+    try:
+        yield env
+    finally:
+        asyncio.run(postgres_server.drop_database(env["DATABASE_URL"]))
+
+
+def _meshctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "meshctl", *args],
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -27,15 +48,17 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_up_then_down_leaves_no_process_and_no_listening_port(tmp_path: Path) -> None:
+def test_up_then_down_leaves_no_process_and_no_listening_port(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
     state = tmp_path / "state"
     try:
-        up = _meshctl("up", "--state-dir", str(state))
+        up = _meshctl("up", "--state-dir", str(state), env=cli_env)
         assert up.returncode == 0, up.stdout + up.stderr
         endpoints = Endpoints.load(state)
         document = (state / ENDPOINTS_FILE).read_text()
         assert str(endpoints.admin_cert) in document and str(endpoints.ca) in document
-        status = _meshctl("status", "--state-dir", str(state))
+        status = _meshctl("status", "--state-dir", str(state), env=cli_env)
         assert status.returncode == 0, status.stdout + status.stderr
         assert status.stdout.count("SERVING") == 8  # four services, two regions
         pids = [int((state / PID_FILE).read_text()), *endpoints.pids.values()]
@@ -53,7 +76,7 @@ def test_up_then_down_leaves_no_process_and_no_listening_port(tmp_path: Path) ->
         assert all(process_is_alive(pid) for pid in pids)
         assert all(_listening(port) for port in ports)
     finally:
-        down = _meshctl("down", "--state-dir", str(state))
+        down = _meshctl("down", "--state-dir", str(state), env=cli_env)
     assert down.returncode == 0, down.stdout + down.stderr
     assert "outlived" not in down.stdout  # everything stopped in order, nothing needed killing
     assert [pid for pid in pids if process_is_alive(pid)] == []

@@ -293,3 +293,29 @@ def test_the_milp_optimum_equals_exhaustive_search(message: sp.ScheduleProblem) 
     found = model.decode(np.asarray(h.getSolution().col_value))
     assert violation(problem, found) is None
     assert evaluate(problem, found).total == pytest.approx(best, rel=1e-6, abs=1e-6)
+
+
+@PROPERTY
+@given(schedule_problems(max_zones=2, max_steps=14), st.data())
+def test_polish_scores_moves_in_batch_exactly_as_row_by_row(
+    message: sp.ScheduleProblem, data: st.DataObject
+) -> None:
+    from svc_optimizer import polish as local_search
+
+    problem = from_proto(message)
+    if infeasibility(problem) is not None:
+        return
+    levels = repair(problem, np.array(_schedules(message, data)))
+    state = local_search._State(problem, levels)
+    for z, zone in enumerate(state.zones):
+        moves = local_search._concat(
+            local_search._runs(zone, problem.steps, (1, *local_search.BLOCK_STEPS)),
+            local_search._shifts(zone, levels[z]),
+        )
+        if moves.start.shape[0] == 0:
+            continue
+        rows = np.stack([moves.row(i, levels[z]) for i in range(moves.start.shape[0])])
+        exact = local_search._costs(zone, rows)
+        assert np.allclose(state._move_costs(z, moves), exact, rtol=1e-9, atol=1e-9)
+        kept = state._fitting(z, moves)
+        assert kept.start.shape[0] == int(state.fits(z, rows).sum())

@@ -35,6 +35,8 @@ def test_the_cqm_objective_equals_the_evaluator_on_feasible_schedules(
     message.zones[1].initial_level_index = 2
     problem = from_proto(message)
     cqm, model = build_cqm(problem)
+    discrete = sum(1 for label in cqm.constraints if cqm.constraints[label].lhs.is_discrete())
+    assert discrete == (0 if equally_spaced else 3 * 8)  # one per zone and step
     for seed in range(5):
         levels = _random_feasible(problem, seed)
         sample: dict[Hashable, float] = dict(enumerate(model.encode(problem, levels).tolist()))

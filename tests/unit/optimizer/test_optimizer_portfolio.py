@@ -207,3 +207,32 @@ async def test_a_named_backend_runs_alone() -> None:
     assert by_backend[BackendId.RELAX_POLISH].skip_reason == "not the preferred backend"
     assert by_backend[BackendId.MILP].runs == 1
     assert final.backend is BackendId.MILP
+
+
+def test_the_qpu_backend_is_configured_only_with_d_wave_credentials() -> None:
+    from dwave.cloud.config import get_configfile_path
+
+    from svc_optimizer.config import OptimizerConfig
+    from svc_optimizer.service import default_backends
+
+    if get_configfile_path() is not None:
+        pytest.skip("a dwave configuration file exists on this machine")
+    without = {b.id: b for b in default_backends(OptimizerConfig())}
+    with_token = {b.id: b for b in default_backends(OptimizerConfig(dwave_token="t"))}
+    assert not without[BackendId.QPU].configured()
+    assert with_token[BackendId.QPU].configured()
+    assert [b for b in without] == [
+        BackendId.RELAX_POLISH,
+        BackendId.MILP,
+        BackendId.ANNEAL,
+        BackendId.QPU,
+    ]
+
+
+async def test_a_met_gap_target_ends_the_solve_before_the_budget() -> None:
+    problem = from_proto(generated_problem(3, 24, 1))
+    updates = await _collect(Portfolio([RelaxPolish(), Milp()]), problem, 600.0, gap_target=0.5)
+    final = updates[-1]
+    assert final.status in (Status.FEASIBLE, Status.OPTIMAL)
+    assert final.gap is not None and final.gap <= 0.5
+    assert all(s.runs_timed_out == 0 for s in final.stats)
