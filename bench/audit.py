@@ -33,9 +33,7 @@ async def _single(audit: ServedAudit, count: int, writers: int) -> float:
 
 
 async def _batched(audit: ServedAudit, batches: int, first: int, writers: int) -> float:
-    events = [
-        [make_event(first + b * BATCH + i) for i in range(BATCH)] for b in range(batches)
-    ]
+    events = [[make_event(first + b * BATCH + i) for i in range(BATCH)] for b in range(batches)]
     requests = [pb.AppendBatchRequest(events=batch) for batch in events]
 
     async def writer(w: int) -> None:

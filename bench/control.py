@@ -7,8 +7,9 @@ The reference office (`sim.offices`, Paris, a January week from Monday, time-of-
   15-30 °C, acting every minute (`sim.baseline`);
 - MPC: control's `BuildingController` learning the building from telemetry only, each 15-minute
   interval's problem solved by the optimizer service (its whole portfolio, served on loopback,
-  reached over gRPC by `svc_control.optimizer_client` with the loop's deadline), the plan passed
-  through the safety envelope; a failed or late solve falls back to the thermostat, as the loop does.
+  reached over gRPC by `svc_control.optimizer_client` with the loop's deadline), the plan
+  passed through the safety envelope; a failed or late solve falls back to the thermostat, as
+  the loop does.
 
 The KPIs come from `sim.kpi` for both. Goals (issue 6): at least 20 % lower energy cost and 50 %
 less discomfort than the baseline, at most 6 cycles per hour per zone. Device sessions, the

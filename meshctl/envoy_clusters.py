@@ -195,8 +195,11 @@ def service_cluster(
     ]
     cluster = _cluster(f"svc_{spec.name}", spec, localities, timing)
     # With one host per region, "panic" (routing to unhealthy hosts once half are down) would
-    # send calls to a dead instance; never panic.
-    cluster.common_lb_config = ClusterCommonLbConfig(healthy_panic_threshold=Percent(value=0.0))
+    # send calls to a dead instance; never panic. Health changes reach the workers at once
+    # (by default they are merged for a second, during which a newly healthy region is unused).
+    cluster.common_lb_config = ClusterCommonLbConfig(
+        healthy_panic_threshold=Percent(value=0.0), update_merge_window=dt.timedelta(0)
+    )
     if active_active:
         cluster.common_lb_config.locality_weighted_lb_config = (
             ClusterCommonLbConfigLocalityWeightedLbConfig()

@@ -290,16 +290,20 @@ def _write_json(path: Path, data: object) -> None:
 def serve(state_dir: Path) -> int:
     """Run the mesh until SIGTERM/SIGINT (the body of ``meshctl up``'s background process)."""
     stop = False
+    started = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stop
         stop = True
+        if not started:  # abandon a start in progress; start() stops what it began
+            raise SystemExit(1)
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     mesh = Mesh(state_dir)
     try:
         mesh.start()
+        started = True
         print("ready", flush=True)
         while not stop:
             time.sleep(0.2)

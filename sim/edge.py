@@ -65,14 +65,14 @@ class EdgeGateway:
         self.device_id = device_id
         self.commands: dict[str, resources_pb2.SetpointCommand] = {}
         self.received: list[resources_pb2.SetpointCommand] = []
-        self.rejected: list[resources_pb2.TelemetryAck] = []
+        self.rejected: list[ctl.TelemetryAck] = []
         self._sequence = 0
         self._last_applied = 0
         self._now = datetime.fromtimestamp(0, UTC)
         self._call: grpc.aio.StreamStreamCall[bytes, ctl.ConnectResponse] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
-        self._acks: dict[int, asyncio.Future[resources_pb2.TelemetryAck]] = {}
+        self._acks: dict[int, asyncio.Future[ctl.TelemetryAck]] = {}
         self._arrived = asyncio.Condition()
 
     async def connect(self) -> ctl.Welcome:
@@ -115,9 +115,7 @@ class EdgeGateway:
                 outdoor_temperature_c=observation.outdoor_temperature_c,
             )
             sample.sample_time.FromDatetime(observation.time.astimezone(UTC))
-            future: asyncio.Future[resources_pb2.TelemetryAck] = (
-                asyncio.get_running_loop().create_future()
-            )
+            future: asyncio.Future[ctl.TelemetryAck] = asyncio.get_running_loop().create_future()
             self._acks[self._sequence] = future
             futures.append(future)
             await self._write(ctl.ConnectRequest(telemetry=sample))

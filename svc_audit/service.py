@@ -106,22 +106,24 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         limit = request.page_size or 1000
         pages = store_query.pages(self.rt.store, convert.filters(request), start, limit)
         try:
-            async for rows, next_sequence, snapshot_head in pages:
-                records = []
-                for row in rows:
-                    try:
-                        records.append(await self._open(row))
-                    except ValueError:  # undecodable bytes or a ciphertext that does not open
-                        await _fail(
-                            context,
-                            grpc.StatusCode.DATA_LOSS,
-                            f"record {row['seq']} cannot be read; VerifyChain locates the damage",
-                        )
-                yield pb.QueryResponse(
-                    records=[convert.record(r) for r in records],
-                    next_sequence=next_sequence,
-                    end_of_log=next_sequence > snapshot_head,
-                )
+            # aclosing: an aborted stream must hand its connection back at once.
+            async with contextlib.aclosing(pages) as stream:
+                async for rows, next_sequence, snapshot_head in stream:
+                    records = []
+                    for row in rows:
+                        try:
+                            records.append(await self._open(row))
+                        except ValueError:  # undecodable bytes or a ciphertext that does not open
+                            await _fail(
+                                context,
+                                grpc.StatusCode.DATA_LOSS,
+                                f"record {row['seq']} cannot be read; VerifyChain finds the damage",
+                            )
+                    yield pb.QueryResponse(
+                        records=[convert.record(r) for r in records],
+                        next_sequence=next_sequence,
+                        end_of_log=next_sequence > snapshot_head,
+                    )
         except _OUTAGES as exc:
             await _fail(
                 context,

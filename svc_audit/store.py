@@ -126,8 +126,12 @@ class AuditStore:
         )
         return cls(pool, dsn, clock)
 
-    async def close(self) -> None:
-        await self.pool.close()
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Close the pool, waiting ``timeout_s`` for connections in use, then cutting them."""
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout_s)
+        except TimeoutError:
+            self.pool.terminate()
 
     @contextlib.asynccontextmanager
     async def owner(self) -> AsyncIterator[asyncpg.Connection]:

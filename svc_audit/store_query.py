@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -59,7 +59,7 @@ def where(filters: Filters, args: list[object]) -> str:
 
 async def pages(
     store: AuditStore, filters: Filters, start: int, limit: int, chunk: int = 200
-) -> AsyncIterator[tuple[list[asyncpg.Record], int, int]]:
+) -> AsyncGenerator[tuple[list[asyncpg.Record], int, int], None]:
     """Yield ``(rows, next_sequence, snapshot_head)`` in ascending order, one consistent snapshot.
 
     Stops after ``limit`` rows or at the end of the snapshot (then ``next_sequence`` is

@@ -5,10 +5,11 @@ optimizer's `ScheduleProblem`; `proposals_from_schedule` turns the optimizer's `
 one proposal per zone for the current step, which the safety envelope then makes safe. No I/O.
 
 Model projection: the optimizer accepts 0 < a ≤ 1, 0 ≤ c ≤ 1 and a gain per step within ±10 K,
-and needs b of the right sign for the equipment (heating warms, cooling cools). An identified
-model outside that (too little or too flat data) is replaced by the zone's prior, with the
-sign set by the equipment's mode; reversible equipment plans heating when the outdoor forecast
-is below the occupied band's middle, cooling otherwise.
+and needs b of the right sign for the equipment (heating warms, cooling cools). An outdoor
+weight outside [0, 1 - a] is moved into it, the difference going into the gains (the same
+predictions). An identified model with a or b outside that (too little or too flat data) is
+replaced by the zone's prior, with the sign set by the equipment's mode; reversible equipment
+plans heating when the outdoor forecast is below the occupied band's middle, cooling otherwise.
 """
 
 from __future__ import annotations
@@ -67,11 +68,15 @@ def heats(zone: ZonePlant, outdoor_c: Sequence[float]) -> bool:
 
 
 def plannable_model(model: ThermalModel, prior: ThermalModel, heating: bool) -> ThermalModel:
-    """`model` if the optimizer can use it for equipment of this direction, else `prior`."""
+    """`model` if the optimizer can use it for equipment of this direction, else `prior`.
+
+    An outdoor weight `c` outside [0, 1 - a] does not disqualify a model: `build_problem` plans
+    with it moved into that range and the difference times the outdoor forecast added to the
+    gains, which predicts exactly the same temperatures. (Discarding such a model for the prior,
+    whose response to heating is far off, made the planner heat all night.)"""
     usable = (
         0.0 < model.a <= 1.0
-        and 0.0 <= model.c <= 1.0
-        and model.a + model.c <= 1.0 + 1e-6
+        and math.isfinite(model.c)
         and 0.0 < abs(model.b_c_per_kw) <= 5.0
         and (model.b_c_per_kw > 0) == heating
     )
@@ -119,8 +124,12 @@ def build_problem(
         prior = priors[i] if priors is not None else ThermalModel.prior(step_s)
         model = plannable_model(estimate.model, prior, heats(zone, outdoor_c))
         occupancy = occupancy_forecast(zone, times, plant.time_zone)
+        c_planned = min(max(model.c, 0.0), 1.0 - model.a)
+        outdoor_excess = model.c - c_planned
         gains = [
-            g + estimate.disturbance_c * math.exp(-k * step_s / 3600.0 / DISTURBANCE_FADE_H)
+            g
+            + outdoor_excess * problem.outdoor_temperature_c[k]
+            + estimate.disturbance_c * math.exp(-k * step_s / 3600.0 / DISTURBANCE_FADE_H)
             for k, g in enumerate(gain_forecast(model, occupancy, times, estimate.slow_c))
         ]
         limits = zone.equipment
@@ -128,7 +137,7 @@ def build_problem(
             zone_id=zone.zone_id,
             a=model.a,
             b_c_per_kw=model.b_c_per_kw,
-            c=model.c,
+            c=c_planned,
             initial_temperature_c=min(50.0, max(-30.0, estimate.temperature_c)),
             gain_c=[min(10.0, max(-10.0, g)) for g in gains],
             power_levels_kw=list(limits.stages_kw),

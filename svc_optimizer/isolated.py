@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from svc_optimizer.backends import Backend, BackendId, Event, Run
 from svc_optimizer.problem import IntArray, Problem
 
 PRELOAD = ["numpy", "highspy", "svc_optimizer.milp", "svc_optimizer.anneal"]
+CHILD_NICENESS = 5
 WARM_START_WAIT_FRACTION = 0.3
 """Share of the budget spent waiting for a schedule to warm-start the child with."""
 
@@ -43,6 +45,9 @@ def _child(
     warm: IntArray | None,
     pipe: multiprocessing.connection.Connection,
 ) -> None:
+    # Lower priority than the service's own threads: on a busy machine the local search, which
+    # gives the early answers, keeps its core; the child still gets every idle cycle.
+    os.nice(CHILD_NICENESS)
     backend = factory()
     run = Run(backend.id, deadline, threading.Event(), lambda: warm, emit=pipe.send)
     try:

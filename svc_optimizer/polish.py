@@ -13,7 +13,7 @@ here are scored again by the evaluator.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -350,16 +350,19 @@ def polish(
     stop: Callable[[], bool],
     report: Callable[[IntArray], None] | None = None,
     report_every_s: float = 0.05,
+    zones: Sequence[int] | None = None,
 ) -> IntArray:
     """A locally optimal feasible schedule no worse than feasible `levels`.
 
     Stops early when `stop()` is true. `report(levels)`, if given, receives the current
-    schedule at most every `report_every_s` seconds while it improves.
+    schedule at most every `report_every_s` seconds while it improves. `zones`, if given, are
+    the only zones searched at first (the others are taken as already polished).
     """
     state = _State(problem, levels)
     # Zones in turn (round robin), so that an early stop leaves every zone partly polished;
     # cheap single-step moves first, runs of steps once those are exhausted.
-    active = list(range(problem.zones))
+    everywhere = list(range(problem.zones))
+    active = everywhere if zones is None else sorted(set(zones))
     turn = 0
     blocks = False
     last_report = time.monotonic()
@@ -375,10 +378,10 @@ def polish(
                 del active[turn]
             continue
         if state.trade_at_cap():
-            active = list(range(problem.zones))
+            active = everywhere
         elif not blocks:
             blocks = True
-            active = list(range(problem.zones))
+            active = everywhere if zones is None else sorted(set(zones))
         else:
             break
     return state.levels

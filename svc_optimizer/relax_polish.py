@@ -3,9 +3,9 @@
 The fast default. It proposes a myopic (thermostat-like) schedule within milliseconds, solves
 the LP relaxation without the switching penalty (5-10x faster than with it, and its rounding
 polishes as well) for a trajectory and a first bound, proposes the repaired rounding, then the
-polished schedule as it improves; with time left, the full LP for a tighter bound, then two
-other roundings of the LP. Without an LP solution
-(interrupted, or too little time), it polishes the myopic schedule instead.
+polished schedule as it improves; with time left, the full LP for a tighter bound, two other
+roundings of the LP, then iterated local search from the best schedule so far. Without an LP
+solution (interrupted, or too little time), it polishes the myopic schedule instead.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ import contextlib
 import numpy as np
 
 from svc_optimizer.backends import BackendId, Run
+from svc_optimizer.evaluate import evaluate
 from svc_optimizer.polish import polish
-from svc_optimizer.problem import FloatArray, Problem
+from svc_optimizer.problem import FloatArray, IntArray, Problem
 from svc_optimizer.relax import RelaxationError, solve_relaxation
-from svc_optimizer.repair import repair_power
+from svc_optimizer.repair import repair, repair_power
+
+PERTURB_STEPS = (4, 16)
+"""Shortest and longest stretch of one zone that iterated local search scrambles."""
 
 
 class RelaxPolish:
@@ -67,7 +71,33 @@ class RelaxPolish:
             if run.should_stop():
                 return
             start = repair_power(problem, other, gradient)
-            run.propose(polish(problem, start, run.should_stop, run.propose))
+            polished = polish(problem, start, run.should_stop, run.propose)
+            run.propose(polished)
+        best = run.best()
+        if best is not None:
+            perturb_and_polish(problem, best, run)
+
+
+def perturb_and_polish(problem: Problem, start: IntArray, run: Run) -> None:
+    """Iterated local search until the run stops: scramble a few hours of one zone, repair,
+    re-polish that zone, keep the result when the true total drops."""
+    rng = np.random.default_rng(0)
+    best, best_total = start, evaluate(problem, start).total
+    while not run.should_stop():
+        candidate = best.copy()
+        zone = int(rng.integers(problem.zones))
+        first = int(rng.integers(problem.steps))
+        length = int(rng.integers(PERTURB_STEPS[0], PERTURB_STEPS[1] + 1))
+        window = slice(first, min(first + length, problem.steps))
+        count = int(problem.level_count[zone])
+        candidate[zone, window] = rng.integers(0, count, window.stop - window.start)
+        candidate = repair(problem, candidate)
+        touched = np.flatnonzero(np.any(candidate != best, axis=1))
+        candidate = polish(problem, candidate, run.should_stop, zones=touched.tolist())
+        total = evaluate(problem, candidate).total
+        if total < best_total - 1e-9:
+            best, best_total = candidate, total
+            run.propose(best)
 
 
 def myopic_power_kw(problem: Problem) -> FloatArray:

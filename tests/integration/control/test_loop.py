@@ -28,7 +28,7 @@ from meshkit import serve
 from meshkit.config import from_env
 from meshkit.outbox import Outbox, audit_sender
 from sim.baseline import BaselineThermostat
-from sim.building import BuildingSimulator
+from sim.building import BuildingSimulator, Observation
 from sim.devices import registration
 from sim.edge import EdgeGateway
 from sim.kpi import Kpis, compute_kpis
@@ -136,7 +136,7 @@ async def run_intervals(run: Run, count: int) -> None:
     for k in range(count):
         now = datetime.fromtimestamp(run.clock.now_s(), UTC)
         await asyncio.wait_for(run.gateway.wait_for_commands(ZONES, now), GUARD_S)
-        streamed = []
+        streamed: list[Observation] = []
         run.building.advance(run.gateway.device_commands(ZONES), INTERVAL_S, streamed.append)
         streamed.append(run.building.observe())
         await run.gateway.send(streamed)
@@ -219,7 +219,8 @@ async def test_in_accelerated_time_the_service_counts_and_spools_every_fallback(
         request = ctl.GetBuildingStateRequest(building_id="office")
 
         async def fallbacks() -> resources_pb2.FallbackStats:
-            return (await site.stub.GetBuildingState(request)).state.fallbacks
+            state: resources_pb2.BuildingState = (await site.stub.GetBuildingState(request)).state
+            return state.fallbacks
 
         async def three_intervals() -> None:
             while (await fallbacks()).fallback_intervals_total < 3:

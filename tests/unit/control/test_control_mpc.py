@@ -87,6 +87,32 @@ def test_the_problem_predicts_what_the_identified_model_predicts() -> None:
         assert predicted_c == pytest.approx(temperature_c, abs=1e-9)
 
 
+@pytest.mark.parametrize("c", [-0.06, 0.2])  # below 0, and above 1 - a
+def test_an_outdoor_weight_out_of_range_is_planned_in_range_with_the_same_predictions(
+    c: float,
+) -> None:
+    model = ThermalModel(900.0, 0.9, 0.4, c, 0.1, 0.2, 0.03, -0.02, 0.01)
+    plant = office_plant()
+    state = EquipmentState()
+    zones = [ZoneEstimate(19.0, model, 18.0, state) for _ in plant.zones]
+    outdoor_c = [3.0 + 0.5 * k for k in range(16)]
+    problem = build_problem(plant, zones, MONDAY_6H_S, 16, outdoor_c, [0.05] * 16)
+    protovalidate.validate(problem)
+    zone = problem.zones[0]
+    assert 0.0 <= zone.c <= 1.0 - zone.a + 1e-12 and zone.b_c_per_kw == 0.4  # not the prior
+    temperature_c = predicted_c = 19.0
+    for k in range(16):
+        local = datetime.fromtimestamp(MONDAY_6H_S + 900.0 * k, PARIS)
+        occupied = 1.0 if local.hour >= 7 else 0.0
+        sample = StepSample(
+            temperature_c, 0.9, outdoor_c[k], occupied, local.hour + local.minute / 60
+        )
+        temperature_c = model.next_c(temperature_c, sample, 18.0)
+        predicted_c = zone.a * predicted_c + zone.b_c_per_kw * 0.9 + zone.c * outdoor_c[k]
+        predicted_c += zone.gain_c[k]
+        assert predicted_c == pytest.approx(temperature_c, abs=1e-9)
+
+
 def test_a_model_the_optimizer_cannot_use_is_replaced_by_the_prior_with_the_right_sign() -> None:
     prior = ThermalModel.prior(900.0)
     wrong_sign = ThermalModel(900.0, 0.9, -0.3, 0.05)
