@@ -160,7 +160,9 @@ class Mesh:
             "REDIS_URL": self.redis_url,
             "HVAC_MESH_EGRESS": f"127.0.0.1:{self.ports[region].egress[service]}",
             "HVAC_TRUSTED_PROXIES": ENVOY_SOURCE_ADDRESS,
-            "AUDIT_STATE_DIR": str(self.state_dir / "audit" / region),
+            # Both regions append to one chain in one database, so they share its master and
+            # checkpoint-signing keys; a per-region folder would split the chain's trust.
+            "AUDIT_STATE_DIR": str(self.state_dir / "audit"),
             "PYTHONUNBUFFERED": "1",
         }
 

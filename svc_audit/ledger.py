@@ -103,6 +103,8 @@ class Keyring:
         """``(keys, erased)``: the key of each subject that has one (made when ``create``),
         and the erase time of each erased subject."""
         now = time.monotonic()
+        for stale in [s for s, (t, _) in self._cache.items() if now - t >= KEY_CACHE_S]:
+            del self._cache[stale]
         found = {
             s: k for s, (t, k) in self._cache.items() if s in subject_ids and now - t < KEY_CACHE_S
         }

@@ -138,6 +138,10 @@ async def open_runtime(
         for job in jobs:
             with contextlib.suppress(asyncio.CancelledError):
                 await job
+        try:  # anchor everything appended before a clean shutdown
+            await asyncio.wait_for(checkpointer.sign_head(), 5.0)
+        except Exception as exc:
+            log.warning("final checkpoint skipped", extra={"error": type(exc).__name__})
         await store.close()
         close = getattr(provider, "close", None)
         if close is not None:

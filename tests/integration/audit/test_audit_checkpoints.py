@@ -91,3 +91,14 @@ async def test_verify_chain_refuses_a_range_past_the_end(audit: ServedAudit) -> 
 async def test_verify_chain_of_an_empty_log_is_ok(audit: ServedAudit) -> None:
     result = await audit.stub.VerifyChain(pb.VerifyChainRequest())
     assert result.ok and result.records_checked == 0
+
+
+async def test_a_clean_shutdown_signs_a_checkpoint_of_the_head(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = audit_config(database_url, tmp_path)
+    async with served_audit(config) as audit:
+        ack = await audit.stub.Append(pb.AppendRequest(event=make_event(1)))
+    async with served_audit(config) as restarted:
+        cp = (await restarted.stub.GetCheckpoint(pb.GetCheckpointRequest())).checkpoint
+        assert (cp.tree_size, cp.head_hash) == (1, ack.record_hash)
