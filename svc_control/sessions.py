@@ -240,7 +240,8 @@ class _Session:
         heartbeat_s = self.hub.settings.heartbeat_interval.total_seconds()
         while True:
             try:
-                item = await asyncio.wait_for(self._outbox.get(), heartbeat_s)
+                async with asyncio.timeout(heartbeat_s):  # wait_for may swallow a cancel (3.11)
+                    item = await self._outbox.get()
             except TimeoutError:
                 beat = ctl.Heartbeat()
                 beat.send_time.FromDatetime(self.hub.now())

@@ -227,7 +227,10 @@ class _Solve:
             if remaining <= 0:
                 return
             try:
-                event, stats = await asyncio.wait_for(self.queue.get(), remaining)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the queue delivers, and the solve would go on.
+                async with asyncio.timeout(remaining):
+                    event, stats = await self.queue.get()
             except TimeoutError:
                 return
             if event is None:
