@@ -163,6 +163,7 @@ class Mesh:
             # Both regions append to one chain in one database, so they share its master and
             # checkpoint-signing keys; a per-region folder would split the chain's trust.
             "AUDIT_STATE_DIR": str(self.state_dir / "audit"),
+            "HVAC_CONTROL_OUTBOX_DIR": str(self.state_dir / "control" / "outbox"),
             "PYTHONUNBUFFERED": "1",
         }
 

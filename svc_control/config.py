@@ -63,7 +63,7 @@ class ControlConfig(ServerConfig):
     outbox_dir: Path = env(
         "HVAC_CONTROL_OUTBOX_DIR",
         Path("var/control/outbox"),
-        "durable spool of audit events not yet acknowledged by audit",
+        "durable spool of audit events not yet acknowledged by audit (one subfolder per region)",
     )
     solve_deadline_s: float = env(
         "HVAC_CONTROL_SOLVE_DEADLINE_S",

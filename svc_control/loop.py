@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from hvac.audit.v1 import records_pb2
-from hvac.control.v1 import control_service_pb2, resources_pb2
+from hvac.control.v1 import resources_pb2
 from hvac.optimizer.v1 import schedule_problem_pb2
 
 from svc_control import loop_messages as messages
@@ -46,7 +46,6 @@ from svc_control.plant import BuildingPlant
 from svc_control.registry import Page
 from svc_control.sessions import REGION_BY_NAME, SessionHub
 from svc_control.store import Store
-from svc_control.telemetry import TelemetrySample, ZoneReading
 
 log = logging.getLogger("svc_control.loop")
 
@@ -81,6 +80,7 @@ class _Building:
     telemetry_after: datetime
     proposals: list[Proposal] | None = None  # this interval's, before overrides
     override_ids: dict[str, str | None] = field(default_factory=dict)  # last issued per zone
+    plan_id: str = ""  # of the interval's plan, named by re-issued plan commands
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -180,9 +180,12 @@ class ControlLoop:
 
     # ------------------------------------------------------------------ one interval
 
-    async def interval(self, building_id: str, now_s: float) -> Decision:
-        """Run one control interval of `building_id` at clock time `now_s` (see module)."""
+    async def interval(self, building_id: str, now_s: float) -> Decision | None:
+        """Run one control interval of `building_id` at clock time `now_s` (see module); None
+        for a building without zones, which has nothing to control."""
         state = await self._load(building_id, now_s, now_s)
+        if not state.controller.plant.zones:
+            return None
         async with state.lock:
             controller = state.controller
             await self._learn(building_id, state, now_s)
@@ -202,7 +205,7 @@ class ControlLoop:
             state.proposals = _proposals(controller, now_s, problem, schedule)
             decision = controller.decide(now_s, overrides, problem, schedule, reason)
             state.override_ids = {c.zone_id: c.override_id for c in decision.envelope.commands}
-            plan_id = messages.uuid7()
+            plan_id = state.plan_id = messages.uuid7()
             step_s = controller.plant.control_interval_s
             commands = messages.commands_of(decision, plan_id, now_s + step_s)
             issued = await self.hub.issue_commands(building_id, commands)
@@ -276,7 +279,7 @@ class ControlLoop:
         state.override_ids = {c.zone_id: c.override_id for c in result.commands}
         decision = Decision(now_s, result, None)
         until_s = max(state.next_tick_s, now_s + 60.0)
-        commands = messages.commands_of(decision, "", until_s, changed)
+        commands = messages.commands_of(decision, state.plan_id, until_s, changed)
         issued = await self.hub.issue_commands(building_id, commands)
         attributes = {
             "zones": ",".join(changed)[:1024],
@@ -314,7 +317,7 @@ class ControlLoop:
         end = datetime.fromtimestamp(now_s, UTC) + timedelta(microseconds=1)
         samples = await self.store.telemetry_between(building_id, state.telemetry_after, end)
         for _, sample in samples:
-            state.controller.ingest(_sample(sample))
+            state.controller.ingest(messages.telemetry_sample(sample))
         if samples:
             newest = samples[-1][1].sample_time.ToDatetime(UTC)
             state.telemetry_after = newest + timedelta(microseconds=1)
@@ -376,30 +379,6 @@ def _proposals(
         with contextlib.suppress(ScheduleMismatch):
             return proposals_from_schedule(controller.plant, problem, schedule)
     return controller.fallback_proposals(now_s)
-
-
-def _sample(sample: control_service_pb2.Telemetry) -> TelemetrySample:
-    """A stored telemetry message as the controller takes it."""
-    occupancy = {
-        resources_pb2.OCCUPANCY_OCCUPIED: True,
-        resources_pb2.OCCUPANCY_UNOCCUPIED: False,
-    }
-    return TelemetrySample(
-        time_s=sample.sample_time.ToNanoseconds() / 1e9,
-        readings=tuple(
-            ZoneReading(
-                r.zone_id,
-                r.temperature_c,
-                occupancy.get(r.occupancy),
-                r.power_kw if r.HasField("power_kw") else None,
-                r.power_stage if r.HasField("power_stage") else None,
-            )
-            for r in sample.readings
-        ),
-        outdoor_temperature_c=(
-            sample.outdoor_temperature_c if sample.HasField("outdoor_temperature_c") else None
-        ),
-    )
 
 
 async def stop(task: asyncio.Task[None] | None) -> None:

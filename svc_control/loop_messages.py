@@ -1,4 +1,5 @@
-"""What one control interval sends out, decided without I/O: commands, the plan, the audit event.
+"""What one control interval takes in and sends out, without I/O: the stored telemetry it learns
+from, and the commands, the plan and the audit event it produces.
 
 The control loop (`svc_control.loop`) turns each `Decision` into
 - one `NewCommand` per zone, valid for the interval (`commands_of`),
@@ -19,13 +20,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from hvac.audit.v1 import records_pb2
-from hvac.control.v1 import resources_pb2
+from hvac.control.v1 import control_service_pb2, resources_pb2
 from hvac.optimizer.v1 import schedule_problem_pb2
 
 from svc_control.controller import Decision
 from svc_control.envelope import Source, ZoneCommand
 from svc_control.optimizer_client import SolveOutcome
 from svc_control.registry import NewCommand
+from svc_control.telemetry import TelemetrySample, ZoneReading
 
 ACTION_APPLIED = "control.plan.applied"
 ACTION_FELL_BACK = "control.plan.fell_back"
@@ -194,3 +196,27 @@ def interval_attributes(
             f" cool={command.cooling_setpoint_c:.2f} source={command.source.name.lower()}"
         )
     return dict(list(found.items())[:32])
+
+
+def telemetry_sample(sample: control_service_pb2.Telemetry) -> TelemetrySample:
+    """A stored telemetry message as the controller takes it (what comes in each interval)."""
+    occupancy = {
+        resources_pb2.OCCUPANCY_OCCUPIED: True,
+        resources_pb2.OCCUPANCY_UNOCCUPIED: False,
+    }
+    return TelemetrySample(
+        time_s=sample.sample_time.ToNanoseconds() / 1e9,
+        readings=tuple(
+            ZoneReading(
+                r.zone_id,
+                r.temperature_c,
+                occupancy.get(r.occupancy),
+                r.power_kw if r.HasField("power_kw") else None,
+                r.power_stage if r.HasField("power_stage") else None,
+            )
+            for r in sample.readings
+        ),
+        outdoor_temperature_c=(
+            sample.outdoor_temperature_c if sample.HasField("outdoor_temperature_c") else None
+        ),
+    )

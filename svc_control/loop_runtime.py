@@ -74,7 +74,8 @@ async def running_loop(
         address, authority = audit_at
         options = [("grpc.default_authority", authority)] if authority else []
         audit_channel = grpc.aio.insecure_channel(address, options)
-        outbox = Outbox(config.outbox_dir, audit_sender(audit_channel))
+        # One relay per spool folder: instances of both regions may share a working directory.
+        outbox = Outbox(config.outbox_dir / config.region, audit_sender(audit_channel))
         relay = asyncio.create_task(outbox.run())
     else:
         log.warning("no audit address and no mesh egress: decisions are logged, not audited")

@@ -151,9 +151,10 @@ async def _until(condition: object) -> None:
         await asyncio.sleep(0.02)
 
 
-def spooled(outbox: Outbox) -> list[records_pb2.AuditEvent]:
+def spooled(folder: Path) -> list[records_pb2.AuditEvent]:
+    """The events waiting in an outbox folder for audit, oldest first."""
     events = []
-    for path in sorted(outbox.pending.glob("*.pb")):
+    for path in sorted((folder / "pending").glob("*.pb")):
         event = records_pb2.AuditEvent()
         event.ParseFromString(path.read_bytes())
         events.append(event)
@@ -189,7 +190,7 @@ async def test_with_the_optimizer_stopped_a_simulated_day_stays_as_comfortable_a
     assert "unreachable" in stats.last_fallback_reason
     assert state.state.mode == resources_pb2.CONTROL_MODE_FALLBACK
 
-    events = spooled(outbox)  # audit was unreachable: every event waits, durable, in the spool
+    events = spooled(outbox.folder)  # audit unreachable: every event waits, durable, spooled
     assert [e.action for e in events] == ["control.plan.fell_back"] * 96
     assert all(e.outcome == records_pb2.OUTCOME_FAILURE for e in events)
     assert all("unreachable" in e.attributes["fallback_reason"] for e in events)
@@ -238,8 +239,7 @@ async def test_in_accelerated_time_the_service_counts_and_spools_every_fallback(
     assert len(issued) >= len(ZONES) * stats.fallback_intervals_total
     assert {c.zone_id for c in issued} == set(ZONES)
     assert {c.source for c in issued} == {resources_pb2.COMMAND_SOURCE_FALLBACK_THERMOSTAT}
-    outbox = Outbox(tmp_path / "outbox", audit_sender(grpc.aio.insecure_channel(refused_address())))
-    events = spooled(outbox)
+    events = spooled(tmp_path / "outbox" / "eu-west")  # the region's spool
     assert len(events) >= stats.fallback_intervals_total
     assert {e.action for e in events} == {"control.plan.fell_back"}
     assert {e.actor for e in events} == {ACTOR}
@@ -297,6 +297,16 @@ async def test_optimized_plans_pass_the_envelope_reach_the_device_and_stream_to_
                 _until(lambda: run.gateway.commands["north"].override_id != ""), GUARD_S
             )
             held = run.gateway.commands["north"]
+            received = list(run.gateway.received)
+            # Cancelling it gives the zone back to the plan at once.
+            cancel = ctl.CancelOverrideRequest(
+                building_id="office", override_id=made.override.override_id
+            )
+            await control.stub.CancelOverride(cancel)
+            await asyncio.wait_for(
+                _until(lambda: run.gateway.commands["north"].override_id == ""), GUARD_S
+            )
+            restored = run.gateway.commands["north"]
         await asyncio.wait_for(_until(lambda: outbox.stats().backlog == 0), GUARD_S)
         await asyncio.wait_for(_until(lambda: len(watched) == 7), GUARD_S)
         await stop(relay)
@@ -310,7 +320,7 @@ async def test_optimized_plans_pass_the_envelope_reach_the_device_and_stream_to_
     assert len(plans) == 7  # WatchPlans streamed every published plan
     assert all(p.status == resources_pb2.PLAN_STATUS_OPTIMIZED for p in plans.values())
     assert all(p.solver_backend == "relax_polish" for p in plans.values())
-    from_plans = [c for c in run.gateway.received if c.source == resources_pb2.COMMAND_SOURCE_PLAN]
+    from_plans = [c for c in received if c.source == resources_pb2.COMMAND_SOURCE_PLAN]
     assert len(from_plans) == 7 * len(ZONES)
     for command in from_plans:  # each command is its plan's first step, after the envelope
         plan = plans[command.plan_id]
@@ -329,4 +339,6 @@ async def test_optimized_plans_pass_the_envelope_reach_the_device_and_stream_to_
     assert held.source == resources_pb2.COMMAND_SOURCE_OVERRIDE
     assert held.override_id == made.override.override_id
     assert (held.heating_setpoint_c, held.cooling_setpoint_c) == (23.0, 26.0)
+    assert restored.source == resources_pb2.COMMAND_SOURCE_PLAN
+    assert restored.plan_id == watched[-1].plan_id  # the latest plan's, re-applied
     assert sorted(r.event.attributes["plan_id"] for r in audited) == sorted(plans)
