@@ -22,6 +22,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from meshkit.config import env
+from meshkit.metrics import start_exporter
 from meshkit.validation import ValidationInterceptor
 
 log = logging.getLogger("meshkit.server")
@@ -41,6 +42,9 @@ class ServerConfig:
         "HVAC_MAX_CONCURRENT_RPCS", 1000, "RPCs served at once; more are RESOURCE_EXHAUSTED"
     )
     log_level: str = env("HVAC_LOG_LEVEL", "info", "debug, info, warning or error")
+    metrics_port: int = env(
+        "HVAC_METRICS_PORT", -1, "Prometheus /metrics on 127.0.0.1; -1 disables, 0 picks a port"
+    )
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,7 @@ async def serve_until_signalled(
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     running = await serve(services, config)
+    exporter = start_exporter(config.metrics_port)
     if on_ready is not None:
         on_ready(running.port)
     stop = asyncio.Event()
@@ -165,4 +170,6 @@ async def serve_until_signalled(
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
         await running.stop(config.grace_s)
+        if exporter is not None:
+            exporter.close()
     log.info("stopped")

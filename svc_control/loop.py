@@ -37,6 +37,7 @@ from hvac.control.v1 import resources_pb2
 from hvac.optimizer.v1 import schedule_problem_pb2
 
 from svc_control import loop_messages as messages
+from svc_control import metrics
 from svc_control.clock import Clock
 from svc_control.controller import BuildingController, Decision
 from svc_control.envelope import Override, Proposal, ZoneInput, apply_envelope
@@ -215,6 +216,7 @@ class ControlLoop:
             )
             await self.publish(plan)
             self.intervals += 1
+            metrics.record_interval(building_id, controller, decision.fallback)
             if decision.fallback_reason is not None:
                 self.fallbacks += 1
                 self.last_fallback_reason = decision.fallback_reason

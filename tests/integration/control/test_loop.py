@@ -23,6 +23,7 @@ from google.protobuf.duration_pb2 import Duration
 from hvac.audit.v1 import audit_service_pb2, records_pb2
 from hvac.control.v1 import control_service_pb2 as ctl
 from hvac.control.v1 import resources_pb2
+from prometheus_client import REGISTRY
 
 from meshkit import serve
 from meshkit.config import from_env
@@ -161,10 +162,16 @@ def spooled(folder: Path) -> list[records_pb2.AuditEvent]:
     return events
 
 
+def _fallback_count(building_id: str) -> float:
+    labels = {"building": building_id, "outcome": "fallback"}
+    return REGISTRY.get_sample_value("hvac_control_intervals_total", labels) or 0.0
+
+
 async def test_with_the_optimizer_stopped_a_simulated_day_stays_as_comfortable_as_the_baseline(
     control: Instance, tmp_path: Path
 ) -> None:
     await register_office(control)
+    fallbacks_before = _fallback_count("office")
     start = simulated_weekday()
     optimizer = OptimizerClient.open(refused_address(), deadline_s=5.0)
     async with grpc.aio.insecure_channel(refused_address()) as audit_channel:
@@ -183,6 +190,12 @@ async def test_with_the_optimizer_stopped_a_simulated_day_stays_as_comfortable_a
         ), (zone_id, served, baseline)
     assert run.gateway.rejected == []
     assert (run.loop.intervals, run.loop.fallbacks) == (96, 96)
+    assert _fallback_count("office") - fallbacks_before == 96  # exported to Prometheus
+    for zone_id in ZONES:  # the learnt models' hour-ahead error is tracked per zone
+        error_k = REGISTRY.get_sample_value(
+            "hvac_control_model_prediction_error_kelvin", {"building": "office", "zone": zone_id}
+        )
+        assert error_k is not None and 0.0 <= error_k < 1.0, (zone_id, error_k)
 
     state = await control.stub.GetBuildingState(ctl.GetBuildingStateRequest(building_id="office"))
     stats = state.state.fallbacks
