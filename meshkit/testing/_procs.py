@@ -14,6 +14,7 @@ import signal
 import tempfile
 import time
 from pathlib import Path
+from typing import Generic, TypeVar
 
 __all__ = ["process_is_alive"]
 
@@ -76,3 +77,38 @@ def _remove_tree(path: Path) -> None:
 
 def _private_tempdir(prefix: str, base_dir: Path | str | None) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=base_dir)).resolve()
+
+
+EmbeddedT = TypeVar("EmbeddedT")
+
+
+class OwnedServer(Generic[EmbeddedT]):
+    """What embedded and external servers share: who owns the process, and where it lives.
+
+    An embedded server was started by this object, which owns its PID and temporary folder
+    and stops it; an external one is only used.
+    """
+
+    _root: Path | None
+    _pid: int | None
+    _embedded: EmbeddedT | None
+
+    @property
+    def is_embedded(self) -> bool:
+        """True if this object started (and owns) the server."""
+        return self._root is not None
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the embedded server process (None for external servers); kept after stop()."""
+        return self._pid
+
+    @property
+    def data_dir(self) -> Path | None:
+        """Temporary directory of the embedded server (None for external); gone after stop()."""
+        return self._root
+
+    @property
+    def running(self) -> bool:
+        """For embedded servers, whether stop() has not run yet; always True for external."""
+        return self._root is None or self._embedded is not None

